@@ -1,0 +1,147 @@
+"""Detect the machine (OS, arch, MLX backend, memory, cores) and pick a hardware profile.
+
+Profiles live in configs/hardware/ and are matched by backend and total memory, so no
+threshold is tuned to one machine: a 16 GB Mac and a 192 GB Ultra get their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from yourai.config import HardwareProfile, load_hardware_profile
+from yourai.paths import configs_dir, default_model_dir
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    os: str
+    arch: str
+    python: str
+    mlx_version: str
+    mlx_lm_version: str
+    backend: str  # metal | cuda | cpu
+    total_memory_gb: float
+    available_memory_gb: float
+    cpu_cores: int
+
+
+def mlx_backend() -> str:
+    """Which MLX backend will run the arrays: metal, cuda or cpu."""
+    import mlx.core as mx
+
+    if mx.metal.is_available():
+        return "metal"
+    cuda = getattr(mx, "cuda", None)
+    if cuda is not None and cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def detect_machine() -> MachineInfo:
+    """Read the facts a user needs to choose a model and settings."""
+    memory = psutil.virtual_memory()
+    return MachineInfo(
+        os=f"{platform.system()} {platform.release()}",
+        arch=platform.machine(),
+        python=sys.version.split()[0],
+        mlx_version=_package_version("mlx"),
+        mlx_lm_version=_package_version("mlx-lm"),
+        backend=mlx_backend(),
+        total_memory_gb=round(memory.total / GIB, 2),
+        available_memory_gb=round(memory.available / GIB, 2),
+        cpu_cores=os.cpu_count() or 1,
+    )
+
+
+def load_profiles(directory: Path | None = None) -> list[HardwareProfile]:
+    """Every profile in configs/hardware/, sorted by the memory they start at."""
+    directory = directory or configs_dir() / "hardware"
+    profiles = [load_hardware_profile(path) for path in sorted(directory.glob("*.yaml"))]
+    return sorted(profiles, key=lambda profile: profile.min_memory_gb)
+
+
+def match_profile(machine: MachineInfo, profiles: list[HardwareProfile]) -> HardwareProfile:
+    """The profile for this backend whose memory range holds the machine's total memory.
+
+    A GPU-less machine always gets `cpu_small`: memory size does not make CPU training fast.
+    """
+    if machine.backend == "cpu":
+        return _by_name(profiles, "cpu_small")
+    candidates = [
+        profile
+        for profile in profiles
+        if machine.backend in profile.backends
+        and profile.name != "cpu_small"
+        and profile.min_memory_gb <= machine.total_memory_gb < profile.max_memory_gb
+    ]
+    return candidates[0] if candidates else _by_name(profiles, "cpu_small")
+
+
+def _by_name(profiles: list[HardwareProfile], name: str) -> HardwareProfile:
+    for profile in profiles:
+        if profile.name == name:
+            return profile
+    raise ValueError(f"configs/hardware/{name}.yaml is missing (found {[p.name for p in profiles]})")
+
+
+def resolve_profile(name: str = "auto") -> HardwareProfile:
+    """`auto` → detect and match; otherwise the named profile."""
+    profiles = load_profiles()
+    return match_profile(detect_machine(), profiles) if name == "auto" else _by_name(profiles, name)
+
+
+def doctor_report() -> dict:
+    """Everything `yourai doctor` prints, as one JSON-able dict."""
+    machine = detect_machine()
+    profile = match_profile(machine, load_profiles())
+    model_dir = default_model_dir()
+    return {
+        "machine": asdict(machine),
+        "profile": profile.name,
+        "profile_description": profile.description,
+        "recommended_models": [asdict(model) for model in profile.recommended_models],
+        "training_defaults": {
+            "batch_size": profile.batch_size,
+            "grad_accumulation": profile.grad_accumulation,
+            "lora_rank": profile.lora_rank,
+            "lora_num_layers": profile.lora_num_layers,
+            "max_seq_length": profile.max_seq_length,
+        },
+        "default_model_dir": str(model_dir),
+        "default_model_built": (model_dir / "config.json").exists(),
+    }
+
+
+def format_doctor(report: dict) -> str:
+    """Human-readable doctor report."""
+    machine = report["machine"]
+    lines = [
+        f"OS / arch        {machine['os']} / {machine['arch']}",
+        f"Python           {machine['python']}",
+        f"MLX              {machine['mlx_version']} (backend: {machine['backend']}), mlx-lm {machine['mlx_lm_version']}",
+        f"Memory           {machine['total_memory_gb']} GiB total, {machine['available_memory_gb']} GiB available",
+        f"CPU cores        {machine['cpu_cores']}",
+        f"Profile          {report['profile']}: {report['profile_description']}",
+        f"Default model    {report['default_model_dir']} ({'built' if report['default_model_built'] else 'not built: run `yourai build-model`'})",
+        "Recommended models (hub id, parameters, approx. memory for 4-bit LoRA):",
+    ]
+    for model in report["recommended_models"]:
+        lines.append(f"  {model['hub_id']:<48} {model['params_b']:>7.3f} B  {model['lora_4bit_memory_gb']:>6.2f} GB")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""Where the project's files live, resolved once so no module hard-codes a machine path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The read-only ../shared folder beside the checkout (override with YOURAI_SHARED)."""
+    override = os.environ.get("YOURAI_SHARED")
+    return Path(override) if override else PROJECT_ROOT.parent / "shared"
+
+
+def cache_dir() -> Path:
+    """Where built artifacts (the embedded default model) are cached; gitignored."""
+    override = os.environ.get("YOURAI_CACHE")
+    return Path(override) if override else PROJECT_ROOT / ".cache"
+
+
+def default_model_dir() -> Path:
+    """The embedded default model built from the sample corpus."""
+    return cache_dir() / "models" / "tiny-distrust"
+
+
+def sample_corpus_path() -> Path:
+    """The project's own sample corpus (original text, CC0)."""
+    return PROJECT_ROOT / "data" / "sample" / "corpus.jsonl"
+
+
+def configs_dir() -> Path:
+    return PROJECT_ROOT / "configs"
