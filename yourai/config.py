@@ -134,6 +134,7 @@ class MemoryConfig:
     shrink_fraction: float = _bounded(0.85, 0.0, 1.0)
     abort_fraction: float = _bounded(0.92, 0.0, 1.0)
     max_pause_s: float = _bounded(30.0, 0.0, None)
+    shrink_cooldown_steps: int = _bounded(2, 0, None)  # steps for a shrink to show before shrinking again
     guard: bool = True
 
 
