@@ -40,6 +40,7 @@ METADATA_KEYS = (*YEAR_FIELDS, *INSTITUTION_FIELDS, "source_type", "citation_cou
 EARLIEST_YEAR = 1000  # ours: older "years" in metadata are data errors, not manuscripts
 PARALLEL_MIN_RECORDS = 512  # ours: below this a process pool costs more than it saves
 CHUNK_RECORDS = 64  # ours: records per task sent to a worker (amortises pickling)
+IN_FLIGHT_PER_WORKER = 4  # ours: enough queued work to keep workers busy, bounded memory
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def _classify(match, field_name: str, offset: int) -> list[_Hit]:
     if spec.lead == P._LINE_START:
         start += 1  # the span starts after the newline lead
     if name in ("url", "www_url"):
-        return _url_hits(match.group(), start, end, field_name)
+        return _url_hits(name, match.group(), start, end, field_name)
     if name == "cite_template":
         kind = P.CITE_KIND_TYPES.get((match.group("cite_kind") or "").lower(), spec.evidence_type)
         return [_Hit(name, spec.family, start, end, kind, 1.0, field_name)]
@@ -232,11 +233,11 @@ def _classify(match, field_name: str, offset: int) -> list[_Hit]:
     return [_Hit(name, spec.family, start, end, spec.evidence_type, weight, field_name)]
 
 
-def _url_hits(url: str, start: int, end: int, field_name: str) -> list[_Hit]:
+def _url_hits(name: str, url: str, start: int, end: int, field_name: str) -> list[_Hit]:
     """A URL cites something; a .gov/.edu host also marks an institution."""
     hits = []
     if field_name == "text":
-        hits.append(_Hit("url", "citation", start, end, None, 1.0, field_name))
+        hits.append(_Hit(name, "citation", start, end, None, 1.0, field_name))
     if P.GOV_HOST_RE.match(url):
         hits.append(_Hit(".gov host", "institution", start, end, "government", P.GOV_HOST_WEIGHT, field_name))
     elif P.EDU_HOST_RE.match(url):
@@ -372,6 +373,11 @@ def _evidence(hits: list[_Hit], text: str, meta: _Meta, components: dict[str, fl
     return tuple(out)
 
 
+def _tidy(terms: dict[str, float]) -> dict[str, float]:
+    """Round for readable output; + 0.0 turns −0.0 into 0.0."""
+    return {name: round(value, 6) + 0.0 for name, value in terms.items()}
+
+
 def _blend(text_value: float, prior_value: float) -> float:
     return P.PRIOR_BLEND * prior_value + (1 - P.PRIOR_BLEND) * text_value
 
@@ -383,8 +389,8 @@ def score(text: str, metadata: Mapping[str, Any] | None = None) -> Score:
     hits = scan(text) + _metadata_hits(meta)
     year = meta.year if meta.year is not None else _text_year(text)
     counts = _count(hits, meta)
-    auth_terms = _authority_components(counts, year)
-    ent_terms = _entropy_components(counts, year)
+    auth_terms = _tidy(_authority_components(counts, year))
+    ent_terms = _tidy(_entropy_components(counts, year))
     authority = min(max(sum(auth_terms.values()), 0.0), P.AUTHORITY["max"].value)
     entropy = max(0.0, sum(ent_terms.values()))
     rules = ["text"] if meta.year is None else [f"text+{meta.year_field}"]
@@ -392,10 +398,10 @@ def score(text: str, metadata: Mapping[str, Any] | None = None) -> Score:
         authority, entropy = P.SHORT_TEXT_SCORE
         rules = [f"short-text(<{P.SHORT_TEXT_CHARS} chars)"]
     authority, entropy = _apply_metadata_overrides(authority, entropy, meta, rules)
-    return Score(authority_weight=round(authority, 6), provenance_entropy=round(entropy, 6),
+    return Score(authority_weight=round(authority, 6) + 0.0, provenance_entropy=round(entropy, 6) + 0.0,
                  citation_count=counts.citations, primary_count=counts.primary,
                  institutional_score=counts.institutional, consensus_count=counts.consensus,
-                 source_type_counts=counts.types, type_entropy_bits=round(ent_terms["type_entropy"], 6),
+                 source_type_counts=counts.types, type_entropy_bits=ent_terms["type_entropy"],
                  year=year, rule="; ".join(rules), authority_components=auth_terms,
                  entropy_components=ent_terms, evidence=_evidence(hits, text, meta, auth_terms))
 
@@ -465,12 +471,24 @@ def score_many(records: Iterable[Any], workers: int | None = None) -> Iterator[S
         yield from (_score_record(i, r) for i, r in head)
         yield from (_score_record(i, r) for i, r in indexed)
         return
+    yield from _score_parallel(_chain(head, indexed), workers)
+
+
+def _score_parallel(indexed: Iterator[tuple[int, Any]], workers: int) -> Iterator[Score | Rejected]:
+    """Ordered, bounded parallel map: at most IN_FLIGHT_PER_WORKER chunks per worker are pending.
+
+    (Pool.imap would read the whole input ahead of the workers; this keeps memory bounded.)
+    """
     import multiprocessing  # only the parallel path pays for it
 
-    all_indexed = _chain(head, indexed)
+    pending: deque = deque()
     with multiprocessing.get_context().Pool(workers) as pool:
-        for results in pool.imap(_score_chunk, _chunks(all_indexed, CHUNK_RECORDS)):
-            yield from results
+        for chunk in _chunks(indexed, CHUNK_RECORDS):
+            pending.append(pool.apply_async(_score_chunk, (chunk,)))
+            if len(pending) >= workers * IN_FLIGHT_PER_WORKER:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
 
 
 def _chain(first: list, rest: Iterator) -> Iterator:
@@ -514,3 +532,73 @@ def load_corpora(corpora_dir: str | Path, limit_per_corpus: int | None = None) -
                 records.append({**record, "corpus": folder.name})
         corpora[folder.name] = records
     return corpora
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _output_record(record: dict, result: Score, include_evidence: bool) -> dict:
+    """The input record, kept whole, with the two scores and a compact explanation added."""
+    detail = result.to_dict(include_evidence=include_evidence)
+    out = dict(record)
+    out["authority_weight"] = detail.pop("authority_weight")
+    out["provenance_entropy"] = detail.pop("provenance_entropy")
+    out["scoring"] = detail
+    return out
+
+
+def _default_rejects_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.stem + ".rejects.jsonl")
+
+
+def _parse_cli(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="yourai score", description=(
+        "Score records (JSONL or CSV with a 'text' column) → JSONL with authority_weight, "
+        "provenance_entropy and the counts behind them; unscorable records go to a rejects file."))
+    parser.add_argument("input", type=Path, help="input .jsonl or .csv")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="scored JSONL to write")
+    parser.add_argument("--rejects", type=Path, help="rejects JSONL (default: OUT.rejects.jsonl)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--evidence", action="store_true", help="include every matched span")
+    return parser.parse_args(argv)
+
+
+def cli_main(argv: list[str]) -> int:
+    """`yourai score IN -o OUT`: exit 0 when every record was read (rejects are listed, not fatal)."""
+    args = _parse_cli(argv)
+    if not args.input.is_file():
+        print(f"yourai score: input not found: {args.input}", file=sys.stderr)
+        return 2
+    rejects_path = args.rejects or _default_rejects_path(args.output)
+    parse_errors: list[dict] = []
+    line_numbers: deque[int] = deque()
+    kept: deque[dict] = deque()
+
+    def records() -> Iterator[dict]:
+        for line_no, record in iter_records(args.input, parse_errors):
+            line_numbers.append(line_no)
+            kept.append(record)
+            yield record
+
+    n_scored = 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w", encoding="utf-8") as out, rejects_path.open("w", encoding="utf-8") as rej:
+        for result in score_many(records(), workers=args.workers):
+            line_no, record = line_numbers.popleft(), kept.popleft()
+            if isinstance(result, Rejected):
+                where = f"{args.input}:{line_no}" if line_no else f"{args.input} row {result.index + 1}"
+                rej.write(json.dumps({**result.to_dict(), "line": line_no or None,
+                                      "reason": f"{where}: {result.reason}"}) + "\n")
+            else:
+                out.write(json.dumps(_output_record(record, result, args.evidence), ensure_ascii=False) + "\n")
+                n_scored += 1
+        for error in parse_errors:
+            rej.write(json.dumps({"index": None, **error}) + "\n")
+    n_rejected = sum(1 for _ in rejects_path.open(encoding="utf-8"))
+    print(f"yourai score: {n_scored} scored → {args.output}; {n_rejected} rejected → {rejects_path}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))
