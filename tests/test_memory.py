@@ -373,6 +373,25 @@ def test_cache_limit_caps_cache_growth_at_the_configured_fraction():
     assert max(source.sample()["mlx_cache_mb"] for _ in range(10)) == 500.0
 
 
+def test_cache_limit_never_loosens_a_tighter_existing_limit():
+    source = SimulatedMemorySource(total_mb=TOTAL_MB)
+    source.set_cache_limit(32.0)
+    event = apply_cache_limit(MemoryConfig(cache_limit_fraction=0.25), TOTAL_MB, source)
+    assert event["limit_mb"] == 32.0 and source.cache_limit_mb == 32.0
+
+
+def test_real_cache_limit_is_applied_to_mlx_and_restorable():
+    import mlx.core as mx
+
+    previous_bytes = mx.set_cache_limit(1 << 40)  # loosen first so the policy has something to tighten
+    try:
+        event = apply_cache_limit(MemoryConfig(cache_limit_fraction=0.001), 100_000.0)
+        assert event["limit_mb"] == 100.0
+        assert mx.set_cache_limit(previous_bytes) == 100 * BYTES_PER_MB
+    finally:
+        mx.set_cache_limit(previous_bytes)
+
+
 def test_callback_merges_metrics_logs_leak_once_and_measures_its_overhead():
     source = SimulatedMemorySource(total_mb=TOTAL_MB, leak_mb_per_tick=3.0, noise_mb=1.0)
     monitor = MemoryMonitor(source, MemoryConfig(leak_warmup_steps=5))

@@ -52,14 +52,14 @@ SAMPLE_KEYS = (
 )
 ACTIONS = ("none", "clear_cache", "pause", "shrink", "abort")
 
-# Theil-Sen costs O(n^2) pairs: 256 points -> ~33k slopes, about a millisecond in numpy.
+# Theil-Sen costs O(n^2) pairs: 200 points -> ~20k slopes, about a millisecond in numpy.
 # Evenly spaced subsampling keeps the estimate robust while bounding that cost on long runs.
-LEAK_MAX_POINTS = 256
+LEAK_MAX_POINTS = 200
 # Below this many post-warm-up steps a slope interval is too wide to mean anything.
 LEAK_MIN_POINTS = 10
 LEAK_CONFIDENCE = 0.95
 # The callback refreshes the cached leak estimate this often (metrics() is called every step).
-LEAK_UPDATE_EVERY_STEPS = 10
+LEAK_UPDATE_EVERY_STEPS = 25
 # Pause back-off: first wait, doubling up to the cap, all bounded by MemoryConfig.max_pause_s.
 PAUSE_FIRST_INTERVAL_S = 0.25
 PAUSE_MAX_INTERVAL_S = 8.0
@@ -202,12 +202,16 @@ class SimulatedMemorySource:
 def apply_cache_limit(config: MemoryConfig, total_mb: float, source: Any = None) -> dict:
     """Wire the cache-limit policy: cap MLX's cache at cache_limit_fraction of the machine.
 
-    Returns the event to log. `source` defaults to the real MLX allocator; any object with
-    `set_cache_limit(limit_mb) -> previous_mb` works (the simulated source has one).
+    A cap only tightens: where MLX's own limit is already lower (the CPU backend keeps a small
+    cache by default) that limit stays. Returns the event to log. `source` defaults to the real
+    MLX allocator; any object with `set_cache_limit(limit_mb) -> previous_mb` works.
     """
     target = source if source is not None else MlxMemorySource()
     limit_mb = config.cache_limit_fraction * total_mb
     previous_mb = target.set_cache_limit(limit_mb)
+    if previous_mb < limit_mb:
+        limit_mb = previous_mb
+        target.set_cache_limit(limit_mb)
     return {
         "event": "memory_cache_limit",
         "limit_mb": round(limit_mb, 1),
@@ -300,6 +304,8 @@ class MemoryMonitor:
         self.source = source if source is not None else MlxMemorySource()
         self.config = config if config is not None else MemoryConfig()
         self.trace: list[MemorySample] = []
+        self._stepped: list[MemorySample] = []  # step samples only, so leak fits skip timer samples cheaply
+        self._steps: list[int] = []
         self.record_seconds_total = 0.0  # measured cost of record(), for overhead reports
         self.record_count = 0
         self._t0 = time.monotonic()
@@ -319,6 +325,9 @@ class MemoryMonitor:
         sample = MemorySample(step, time_s, *(float(reading[key]) for key in SAMPLE_KEYS))
         with self._lock:
             self.trace.append(sample)
+            if step is not None:
+                self._stepped.append(sample)
+                self._steps.append(step)
             self.record_seconds_total += time.perf_counter() - started
             self.record_count += 1
         return sample
@@ -371,22 +380,22 @@ class MemoryMonitor:
         if metric not in SAMPLE_KEYS:
             raise ValueError(f"leak_estimate: metric must be one of {SAMPLE_KEYS}, got {metric!r}")
         with self._lock:
-            stepped = [(s.step, getattr(s, metric)) for s in self.trace if s.step is not None]
-        if not stepped:
+            steps, stepped = np.asarray(self._steps, dtype=float), list(self._stepped)
+        if steps.size == 0:
             return None
         warmup = self.config.leak_warmup_steps
-        first_step = min(step for step, _ in stepped)
-        kept = [(step, value) for step, value in stepped if step >= first_step + warmup]
-        if len({step for step, _ in kept}) < LEAK_MIN_POINTS:
+        kept = np.flatnonzero(steps >= steps.min() + warmup)
+        if np.unique(steps[kept]).size < LEAK_MIN_POINTS:
             return None
-        points = np.asarray(kept, dtype=float)[_even_subsample(len(kept), LEAK_MAX_POINTS)]
-        slope, low, high, intercept = theil_sen(points[:, 0], points[:, 1])
+        chosen = kept[_even_subsample(kept.size, LEAK_MAX_POINTS)]
+        values = np.array([getattr(stepped[index], metric) for index in chosen])
+        slope, low, high, intercept = theil_sen(steps[chosen], values)
         threshold = self.config.leak_threshold_mb_per_step
         return LeakEstimate(
             slope_mb_per_step=slope,
             low=low,
             high=high,
-            n=len(points),
+            n=int(chosen.size),
             warmup_steps=warmup,
             metric=metric,
             intercept_mb=intercept,
