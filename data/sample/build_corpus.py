@@ -962,6 +962,8 @@ NOTEBOOK_AIMS = [
     "Purpose: to see whether the {qty} changes when the arrangement is altered as proposed on p. {page}.",
     "Repetition of Expt. {prev}, which gave discordant figures; all connections remade.",
     "Trial of the new arrangement. Readings of the {qty} taken every quarter hour.",
+    "Blank run first to check the zero, then the full series as on p. {page}.",
+    "Second day of the comparison; conditions as nearly as possible those of yesterday.",
 ]
 NOTEBOOK_REMARKS = ["steady", "repeated, same", "doubtful", "after adjustment", "fresh materials",
                     "check reading", "slight drift", "disturbed by door", "good", "re-levelled"]
@@ -978,6 +980,7 @@ NOTEBOOK_NEXT = [
     "Next: repeat with a second set of materials and a fresh standard.",
     "To do: calibrate the scale against the standard before the next series.",
     "Must order more materials; stock nearly exhausted.",
+    "Query: is the scatter real or instrumental? Try a second observer.",
     "Write up the series for {other} when the second set is complete.",
 ]
 GRAINS_UNTIL_YEAR = 1900  # older notebooks weigh in grains, later ones in grams
@@ -1042,6 +1045,10 @@ LETTER_OPENINGS = [
     "I found.",
     "Many thanks for the {gift} you sent; they arrived safely and have already been put to use in "
     "my inquiries into {subject}.",
+    "You asked at our last meeting whether I had any figures on {subject}. I have a few, and they "
+    "are more curious than I expected.",
+    "Forgive a hurried note; the post goes at four, and I want you to have my results on {subject} "
+    "before you read your paper.",
 ]
 GIFTS = ["pamphlets", "specimens", "thermometers", "drawings", "tables"]
 LETTER_SETUPS = ["For these trials I used {apparatus}.", "My arrangement was {apparatus}.",
@@ -1053,12 +1060,17 @@ LETTER_ASIDES = [
     "I enclose a sketch of the arrangement and a fair copy of my readings.",
     "I confess the result surprised me, and I have repeated it three times before trusting it.",
     "My brother kept the time while I read the instrument, so the figures may be relied upon.",
+    "I have kept the original sheets and will send them if you wish to examine them yourself.",
+    "Your own observation of last spring, which you described in your letter of {date}, led me to "
+    "try the matter this way.",
 ]
 LETTER_CLOSINGS = [
     "I should be glad to know whether you have observed the same thing.",
     "Pray give my regards to Mrs. {last}, and tell her the roses have done well this year.",
     "We have had nothing but rain this fortnight, and the roads are very bad.",
     "If you come north in the summer you must stay with us and see the apparatus for yourself.",
+    "Do tell me frankly if you think I have overlooked some source of error.",
+    "The children are well, and my wife sends her kind remembrances.",
 ]
 VALEDICTIONS = ["I remain, dear sir, your obedient servant,", "Yours very truly,", "Ever yours,",
                 "Believe me, yours faithfully,"]
@@ -1088,9 +1100,15 @@ def build_letter(rng: random.Random, topic: dict, year: int) -> tuple[str, str, 
     body = [opening, setup, *pick(rng, topic["obs"], 2), own_measurements(rng, topic)]
     if rng.random() < 0.6:
         body.append(rng.choice(LETTER_ASIDES).format(date=uk_date(rng, year - 1)))
+    paragraphs = [" ".join(body)]
+    if rng.random() < 0.4:
+        extra = [o for o in topic["obs"] if o not in body][0]
+        paragraphs.append(f"One further point. {extra} I mention it because it may bear on your "
+                          f"own figures, and I should value your opinion of it.")
     closing = rng.choice(LETTER_CLOSINGS).format(last=last)
     salutation = rng.choice(SALUTATIONS).format(first=first, last=last)
-    text = (f"{town}, {uk_date(rng, year)}.\n\n{salutation}\n\n{' '.join(body)}\n\n{closing}\n\n"
+    letter_body = "\n\n".join(paragraphs)
+    text = (f"{town}, {uk_date(rng, year)}.\n\n{salutation}\n\n{letter_body}\n\n{closing}\n\n"
             f"{rng.choice(VALEDICTIONS)}\n{writer}")
     return f"Letter from {writer} on {topic['subject']}", writer, text
 
@@ -1328,6 +1346,8 @@ GOV_OPENINGS = [
     "The {agency} has reviewed the evidence on {subject} and issues the following public statement.",
     "This fact sheet answers common questions about {modern}. It reflects the scientific consensus "
     "as assessed by the {agency} and its expert advisory committee.",
+    "The {agency} publishes this statement to help households, employers and local authorities act "
+    "on the best available evidence about {modern}.",
 ]
 GOV_FRAMES = [
     "The scientific consensus is clear: {fact}",
@@ -1385,8 +1405,13 @@ NEWS_LEDES = [
     "A report released this week by the {agency} has renewed public attention on {subject}.",
     "Officials in {city} are reviewing local practice on {modern} after a series of public meetings.",
     "A panel of specialists convened by {univ} has published recommendations on {modern}.",
+    "Residents packed a community hall in {city} on Tuesday evening to hear specialists discuss "
+    "{modern}.",
+    "New national figures on {modern} were published on Monday, prompting calls for clearer advice.",
 ]
 NEWS_QUOTES = [
+    "The data are solid, and they point in one direction.",
+    "Nobody should read this as the final word.",
     "What surprised us was how consistent the pattern was.",
     "People should not panic, but they should pay attention.",
     "We still have a lot to learn about the details.",
@@ -1462,6 +1487,9 @@ BLOG_OPENINGS = [
     "This post started as a comment reply that got way too long, so now it's a post.",
     "Every few months {modern} turns up in the news and I get the same questions, so let's sort it "
     "out once and for all.",
+    "My neighbour asked me about {subject} over the fence on Sunday, and I realised I only half knew "
+    "the answer. So I went digging.",
+    "Quick one today, because I've been buried in old books about {subject} all week.",
 ]
 BLOG_FRAMES = ["The short version: {fact}", "Studies show that {fact}",
                "Most experts agree that {fact}", "The mainstream view is that {fact}",
