@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from yourai.config import Config, ConfigError, CurateConfig, load_config, to_dict
-from yourai.dedup import ContaminationGuard, DedupIndex, read_truthfulqa_needles
+from yourai.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_truthfulqa_needles
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
 from yourai.sources import Reject, SourceError, iter_source, parse_source, validate
@@ -439,7 +439,7 @@ def load_guard(config: CurateConfig, truthfulqa_csv: str | Path | None) -> tuple
 
 def _open_work_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path)
-    db.executescript("""PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16384;
+    db.executescript(f"""PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{SQLITE_CACHE_KIB};
         CREATE TABLE ids(id TEXT PRIMARY KEY) WITHOUT ROWID;
         CREATE TABLE units(seq INTEGER PRIMARY KEY, tier TEXT, key INTEGER);""")
     return db
@@ -512,7 +512,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="run directory for the outputs")
     parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     sources, overrides = split_cli_items(args.items)
     try:
         config = load_config(args.config, overrides)

@@ -25,7 +25,8 @@ from yourai.sources import normalize_text
 
 SHINGLE_WORDS = 3  # word 3-grams: robust to small edits, still specific for 5+ word records
 MINHASH_SEED = 1  # fixed so signatures (and hence decisions) never change between runs
-SQLITE_CACHE_KIB = 16 * 1024  # SQLite page cache cap: bounds memory independent of the input
+SQLITE_CACHE_KIB = 2 * 1024  # SQLite page cache cap (its default): memory independent of the input
+LSH_WEIGHTS = (0.05, 0.95)  # (false positive, false negative): recall first, every hit is verified
 LONG_ANSWER_CHARS = 40  # a reference answer this long is specific enough to flag (shared corpora README)
 _WORD_RE = re.compile(r"\w+")
 _WORD_START_RE = re.compile(r"\b\w")
@@ -72,7 +73,7 @@ class DedupIndex:
     def __init__(self, db_path: Path, threshold: float, num_perm: int) -> None:
         self.threshold = threshold
         self.num_perm = num_perm
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # only for its optimal (b, r)
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)  # only for (b, r)
         self.bands, self.rows = lsh.b, lsh.r
         self.db = sqlite3.connect(db_path)
         self.db.executescript(f"""
@@ -140,7 +141,7 @@ def read_truthfulqa_needles(csv_path: Path) -> list[tuple[str, str]]:
             answers = [row.get("Best Answer") or ""]
             for column in ("Correct Answers", "Incorrect Answers"):
                 answers += (row.get(column) or "").split(";")
-            needles += [("answer", a) for a in answers if len(normalize_text(a)) >= LONG_ANSWER_CHARS]
+            needles += [("answer", a.strip()) for a in answers if len(normalize_text(a)) >= LONG_ANSWER_CHARS]
     return needles
 
 

@@ -346,6 +346,8 @@ def _check_text_payload(data: dict) -> tuple[str, str, str] | None:
     """(field, reason, detail) when no usable text / prompt+completion / messages is present."""
     if "text" in data:
         problem = _check_string(data, "text", True)
+        if problem and problem[0] == "empty_field":
+            problem = ("empty_text", "text is empty or whitespace only")
         return ("text", *problem) if problem else None
     if "prompt" in data or "completion" in data:
         for name in ("prompt", "completion"):
