@@ -359,3 +359,26 @@ def test_separation_at_least_as_good_as_anchor(shared_scores) -> None:
     auc_authority = roc_auc([s.authority_weight for s in cons], [s.authority_weight for s in prim])
     auc_entropy = roc_auc([s.provenance_entropy for s in prim], [s.provenance_entropy for s in cons])
     assert auc_authority >= ANCHOR_AUC_AUTHORITY and auc_entropy >= ANCHOR_AUC_ENTROPY
+
+
+# ---------------------------------------------------------------- notebook helpers
+
+
+def test_score_table_labels_groups_and_keeps_rejects() -> None:
+    from yourai.scoring import score_table
+
+    records = [{"id": "p", "text": RICH_TEXT, "source_type": "patent", "year": 1900},
+               {"id": "g", "text": RICH_TEXT, "corpus": "medquad_nih_consensus", "year": 2017},
+               {"id": "x", "text": ""}]
+    table = score_table(records)
+    assert list(table["label"][:2]) == ["primary", "consensus"] and table["rejected"][2]
+    assert list(table["era"][:2]) == ["1870–1969", "1995+"]
+    text_only = score_table(records, use_metadata=False)
+    assert text_only["authority_weight"][0] != table["authority_weight"][0]
+
+
+def test_evidence_summary_ranks_by_authority_moved() -> None:
+    from yourai.scoring import evidence_summary
+
+    summary = evidence_summary(score(RICH_TEXT), limit=2)
+    assert summary.startswith("institution:journal_nature×1 (+0.350)") and summary.count(";") == 1
