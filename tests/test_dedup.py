@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from yourai.dedup import (LONG_ANSWER_CHARS, ContaminationGuard, DedupIndex, content_hash,
-                          read_truthfulqa_needles, shingles)
+                          read_truthfulqa_needles, shingle_hashes)
 
 
 def _text(rng: random.Random, n_words: int = 80) -> str:
@@ -53,10 +53,12 @@ def test_texts_sharing_half_their_words_are_not_duplicates(index: DedupIndex) ->
     assert index.check_and_add("half", half) is None
 
 
-def test_content_hash_and_shingles_of_short_text() -> None:
+def test_content_hash_and_shingle_hashes_see_words_in_order() -> None:
     assert content_hash("A  b") == content_hash("a b")
-    assert shingles("Two words") == [b"two words"]
-    assert len(shingles("one two three four five")) == 3
+    assert len(shingle_hashes("Two words")) == 1
+    assert list(shingle_hashes("One two, THREE four")) == list(shingle_hashes("one two three four"))
+    assert len(shingle_hashes("one two three four five")) == 3
+    assert set(shingle_hashes("a b c")) != set(shingle_hashes("b a c"))
 
 
 def _tqa_csv(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:

@@ -56,12 +56,15 @@ def test_front_matter_and_sidecar_metadata(tmp_path: Path) -> None:
     assert items["custom"]["source_type"] == "news" and items["custom"]["text"] == "Plain body."
 
 
-def test_defaults_and_renames_map_foreign_fields_onto_the_contract(tmp_path: Path) -> None:
+def test_defaults_and_fill_from_map_foreign_fields_onto_the_contract(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    path.write_text(json.dumps({"id": "x", "text": "t", "url_or_origin": "u"}) + "\n", encoding="utf-8")
+    rows = [{"id": "x", "text": "t", "url_or_origin": "u"}, {"id": "y", "url_or_origin": "u", "origin": "kept"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     spec = parse_source({"path": str(path), "defaults": {"source_type": "wiki"},
-                         "renames": {"url_or_origin": "origin"}})
-    assert next(iter_source(spec)).data == {"id": "x", "text": "t", "origin": "u", "source_type": "wiki"}
+                         "fill_from": {"origin": "url_or_origin"}})
+    first, second = (item.data for item in iter_source(spec))
+    assert first == {"id": "x", "text": "t", "url_or_origin": "u", "origin": "u", "source_type": "wiki"}
+    assert second["origin"] == "kept"
 
 
 def test_unknown_kind_missing_path_and_bad_mapping_are_source_errors(tmp_path: Path) -> None:

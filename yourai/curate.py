@@ -437,6 +437,29 @@ def load_guard(config: CurateConfig, truthfulqa_csv: str | Path | None) -> tuple
     return guard, {"checked": True, "data": str(path), "needles": guard.size}
 
 
+# The ../shared corpora carry `source` (a description) and `url_or_origin`, not the contract's
+# `source_type` / `origin`: each folder gets the scorer prior that matches its category in
+# ../shared/data/corpora/README.md ((a) primary, (b) consensus, (c) citation markup).
+SHARED_CORPUS_SOURCE_TYPES = {
+    "phil_trans_1665_1869": "letter",  # (a) early papers are mostly communicated letters and observations
+    "gutenberg_science_fieldreports": "historical_book",  # (a) monographs and field reports
+    "medquad_nih_consensus": "medical_guidelines",  # (b) agency consensus answers
+    "wikipedia_wikitext_refs": "wiki",  # (c)
+    "plos_jats_citations": "journal_paper",  # (b)+(c) peer-reviewed papers
+}
+
+
+def shared_corpus_sources(corpora_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Source specs for the ../shared corpora, with the contract fields they lack filled in."""
+    root = Path(corpora_dir) if corpora_dir is not None else shared_dir() / "data" / "corpora"
+    specs = []
+    for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items():
+        for path in sorted((root / folder).glob("*.jsonl")):
+            specs.append({"path": str(path), "defaults": {"source_type": source_type},
+                          "fill_from": {"origin": "url_or_origin"}})
+    return specs
+
+
 def _open_work_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path)
     db.executescript(f"""PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{SQLITE_CACHE_KIB};

@@ -10,6 +10,7 @@ The first record seen is kept, so the result is deterministic for a given input 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import re
 import sqlite3
@@ -28,14 +29,10 @@ MINHASH_SEED = 1  # fixed so signatures (and hence decisions) never change betwe
 SQLITE_CACHE_KIB = 2 * 1024  # SQLite page cache cap (its default): memory independent of the input
 LSH_WEIGHTS = (0.05, 0.95)  # (false positive, false negative): recall first, every hit is verified
 LONG_ANSWER_CHARS = 40  # a reference answer this long is specific enough to flag (shared corpora README)
+_SHINGLE_BASE = np.uint64(1_000_003)  # polynomial base: the n-gram hash depends on word order
 _WORD_RE = re.compile(r"\w+")
 _WORD_START_RE = re.compile(r"\b\w")
 _LEADING_NONWORD_RE = re.compile(r"^\W+")
-
-
-def _crc32(shingle: bytes) -> int:
-    """A fast, process-independent 32-bit hash (Python's hash() is salted per process)."""
-    return zlib.crc32(shingle)
 
 
 def content_hash(text: str) -> bytes:
@@ -43,18 +40,35 @@ def content_hash(text: str) -> bytes:
     return hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=16).digest()
 
 
-def shingles(text: str) -> list[bytes]:
-    """Word n-grams of the case-folded text (the whole text when it is shorter than n words)."""
+def shingle_hashes(text: str) -> np.ndarray:
+    """32-bit hashes of the word n-grams, combined from per-word CRC32s with numpy.
+
+    Equal n-grams get equal hashes (same words in the same order), and it is ~5x faster than
+    joining and hashing each n-gram string. CRC32 is process-independent (hash() is salted).
+    """
     words = _WORD_RE.findall(text.casefold())
     if len(words) <= SHINGLE_WORDS:
-        return [" ".join(words).encode("utf-8")]
-    return [" ".join(words[i:i + SHINGLE_WORDS]).encode("utf-8") for i in range(len(words) - SHINGLE_WORDS + 1)]
+        return np.array([zlib.crc32(" ".join(words).encode("utf-8"))], dtype=np.uint64)
+    word_hashes = np.fromiter((zlib.crc32(w.encode("utf-8")) for w in words), dtype=np.uint64, count=len(words))
+    n = len(words) - SHINGLE_WORDS + 1
+    combined = np.zeros(n, dtype=np.uint64)
+    for offset in range(SHINGLE_WORDS):
+        combined = combined * _SHINGLE_BASE + word_hashes[offset:offset + n]  # wraps mod 2^64
+    return (combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+
+
+@functools.lru_cache(maxsize=4)
+def _template(num_perm: int) -> MinHash:
+    """datasketch's permutations for this size, made once (they cost more than hashing a record)."""
+    return MinHash(num_perm=num_perm, seed=MINHASH_SEED)
 
 
 def signature(text: str, num_perm: int) -> np.ndarray:
     """The MinHash signature of a text (datasketch, vectorised over all shingles)."""
-    minhash = MinHash(num_perm=num_perm, seed=MINHASH_SEED, hashfunc=_crc32)
-    minhash.update_batch(shingles(text))
+    template = _template(num_perm)
+    minhash = MinHash(num_perm=num_perm, seed=MINHASH_SEED, hashfunc=int, permutations=template.permutations,
+                      scheme=template.scheme)
+    minhash.update_batch(shingle_hashes(text))
     return minhash.hashvalues
 
 

@@ -68,7 +68,7 @@ class SourceSpec:
     location: str  # a resolved file/folder path, or the HF dataset name
     kind: str  # jsonl | csv | text | hf
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    renames: Mapping[str, str] = field(default_factory=dict)  # source field → contract field
+    fill_from: Mapping[str, str] = field(default_factory=dict)  # contract field → source field to copy when absent
     hf_split: str = "train"
     hf_config: str | None = None
 
@@ -110,15 +110,15 @@ def _kind_of(path: Path) -> str:
 
 
 def parse_source(item: str | Mapping[str, Any]) -> SourceSpec:
-    """`PATH`, `hf:NAME[:SPLIT]`, or a mapping {path, defaults, renames, split, config}."""
+    """`PATH`, `hf:NAME[:SPLIT]`, or a mapping {path, defaults, fill_from, split, config}."""
     options: Mapping[str, Any] = {}
     if isinstance(item, Mapping):
         options = item
-        unknown = set(item) - {"path", "defaults", "renames", "split", "config"}
+        unknown = set(item) - {"path", "defaults", "fill_from", "split", "config"}
         if "path" not in item or unknown:
             raise SourceError(f"source {dict(item)!r}: needs 'path'; unknown keys {sorted(unknown)}")
         item = str(item["path"])
-    extra = {"defaults": dict(options.get("defaults") or {}), "renames": dict(options.get("renames") or {})}
+    extra = {"defaults": dict(options.get("defaults") or {}), "fill_from": dict(options.get("fill_from") or {})}
     if item.startswith(HF_PREFIX):
         name, _, split = item[len(HF_PREFIX):].partition(":")
         return SourceSpec(name, "hf", hf_split=options.get("split") or split or "train",
@@ -130,11 +130,14 @@ def parse_source(item: str | Mapping[str, Any]) -> SourceSpec:
 
 
 def iter_source(spec: SourceSpec) -> Iterator[RawItem]:
-    """Lazily yield every record of one source, defaults and renames applied."""
+    """Lazily yield every record of one source, with its missing contract fields filled in."""
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "text": _read_text, "hf": _read_hf}[spec.kind]
     for item in reader(spec):
-        if item.data is not None and (spec.renames or spec.defaults):
-            data = {spec.renames.get(k, k): v for k, v in item.data.items()}
+        if item.data is not None and (spec.fill_from or spec.defaults):
+            data = dict(item.data)
+            for target, origin_field in spec.fill_from.items():
+                if data.get(target) is None and origin_field in data:
+                    data[target] = data[origin_field]
             for key, value in spec.defaults.items():
                 data.setdefault(key, value)
             item = RawItem(item.source, item.kind, item.line, data)
