@@ -213,19 +213,19 @@ def auto_lambda(ce_estimate: float, distrust_mean: float, target_ratio: float) -
 # ---------------------------------------------------------------- in-graph side (mx, compile-safe)
 
 
+def masked_token_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.array:
+    """Token cross-entropy [B, T] in float32, zero where the mask does not count (as mlx-lm computes it)."""
+    return (nn.losses.cross_entropy(logits, targets) * mask).astype(mx.float32)
+
+
 def per_sample_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
     """Each sample's token-mean cross-entropy [B] and counted tokens [B]: per-sample weighting needs both."""
-    token_ce = nn.losses.cross_entropy(logits, targets) * mask
+    return _per_sample_from_token_ce(masked_token_ce(logits, targets, mask), mask)
+
+
+def _per_sample_from_token_ce(token_ce: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
     tokens = mask.astype(mx.float32).sum(axis=1)
-    summed = token_ce.astype(mx.float32).sum(axis=1)
-    return summed / mx.maximum(tokens, 1.0), tokens
-
-
-def token_mean_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
-    """Token-mean CE over the whole batch, computed as mlx-lm's default_loss does (the peer)."""
-    token_ce = nn.losses.cross_entropy(logits, targets) * mask
-    tokens = mask.astype(mx.float32).sum()
-    return token_ce.astype(mx.float32).sum() / tokens, tokens
+    return token_ce.sum(axis=1) / mx.maximum(tokens, 1.0), tokens
 
 
 def distrust_term(w_auth: mx.array, entropy_bits: mx.array, alpha: float) -> mx.array:
@@ -261,8 +261,10 @@ def objective_loss(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    ce, tokens = token_mean_ce(logits, targets, mask)
-    ce_per_sample, tokens_per_sample = per_sample_ce(logits, targets, mask)
+    token_ce = masked_token_ce(logits, targets, mask)  # one pass over the vocabulary serves every part
+    ce_per_sample, tokens_per_sample = _per_sample_from_token_ce(token_ce, mask)
+    tokens = tokens_per_sample.sum()
+    ce = token_ce.sum() / tokens  # token-mean over the batch, exactly mlx-lm's default_loss
     weighted = weighted_ce(ce_per_sample, tokens_per_sample, weights)
     term = distrust_term(w_auth, entropy_bits, alpha)
     base = ce if mode in ("plain", "faithful") else weighted
