@@ -406,7 +406,7 @@ def build_report(tally: Tally, config: CurateConfig, keep: Mapping[str, int], sp
                   "planned": dict(keep), "after_balance": {t: tally.tiers_after[t] for t in TIERS},
                   "empty_tiers": [t for t in TIERS if getattr(config.tiers, t) > 0 and not tally.tiers_before[t]]},
         "splits": {s: tally.splits[s] for s in SPLITS},
-        "split_tiers": dict(sorted(tally.split_tiers.items())),
+        "split_tiers": {s: {t: tally.split_tiers[f"{s}/{t}"] for t in TIERS} for s in SPLITS},
         "source_types": dict(sorted(tally.source_types.items())),
         "source_kinds": {k: dict(v) for k, v in sorted(tally.by_kind.items())},
         "sources": {s: dict(v) for s, v in tally.by_source.items()},
