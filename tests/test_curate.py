@@ -86,11 +86,12 @@ def test_supplied_scores_are_kept_and_flagged_missing_ones_computed(tmp_path: Pa
 
 
 def test_extra_keys_survive_and_contract_keys_come_first(tmp_path: Path) -> None:
-    record = {**_records(1)[0], "author": "A. Keeper", "references": [1, 2]}
+    record = {**_records(1)[0], "author": "A. Keeper", "references": [1, 2], "_note": "kept too"}
     out, _ = _run(tmp_path, [_write(tmp_path / "in.jsonl", [record])], balance=False)
     row = _read_jsonl(out / "curated.jsonl")[0]
     assert list(row)[:3] == ["id", "text", "source_type"]
     assert row["author"] == "A. Keeper" and row["references"] == [1, 2] and row["tier"] == "primary"
+    assert row["_note"] == "kept too" and "_source" not in row
 
 
 # ------------------------------------------------------------------ chunking

@@ -33,7 +33,7 @@ from yourai.config import Config, ConfigError, CurateConfig, load_config, to_dic
 from yourai.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_truthfulqa_needles
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
-from yourai.sources import Reject, SourceError, iter_source, parse_source, validate
+from yourai.sources import RESERVED_KEYS, Reject, SourceError, iter_source, parse_source, validate
 
 TIERS = ("primary", "middle", "consensus")
 SPLITS = ("train", "valid", "test")
@@ -118,7 +118,7 @@ def plan_balance(counts: Mapping[str, int], targets: Mapping[str, float]) -> dic
 def output_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """Contract keys first (stable column order for readers), then every extra key kept."""
     ordered = {key: record.get(key) for key in CONTRACT_KEYS}
-    ordered.update((k, v) for k, v in record.items() if k not in ordered and not k.startswith("_"))
+    ordered.update((k, v) for k, v in record.items() if k not in ordered and k not in RESERVED_KEYS)
     return ordered
 
 

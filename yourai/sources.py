@@ -30,6 +30,7 @@ AUTHORITY_BOUNDS = (0.0, 0.99)  # the loss needs 1 − w_auth > 0 (see distrust.
 TEXT_SUFFIXES = (".txt", ".md")
 HF_PREFIX = "hf:"
 REQUIRED_STRINGS = ("id", "source_type", "origin", "license")
+RESERVED_KEYS = frozenset({"_kind", "_source", "_line", "_format"})  # curate's per-record bookkeeping
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls except \t \n \r
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 _FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
@@ -408,6 +409,15 @@ def _content_problem(text: str, min_words: int) -> tuple[str, str] | None:
     return None
 
 
+def _unencodable_field(data: Mapping[str, Any]) -> str | None:
+    """The first key whose name or value (nested too) would not survive writing as UTF-8."""
+    for name, value in data.items():
+        rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        if _SURROGATE_RE.search(name) or _SURROGATE_RE.search(rendered):
+            return name
+    return None
+
+
 def validate(item: RawItem, min_words: int) -> dict[str, Any] | Reject:
     """The record in contract form (extras kept, `text` always set), or the first reason it fails."""
     data = item.data or {}
@@ -421,9 +431,10 @@ def validate(item: RawItem, min_words: int) -> dict[str, Any] | Reject:
     text, text_format = record_text(data)
     if problem := _content_problem(text, min_words):
         return reject("text", *problem)
-    for name, value in data.items():
-        if isinstance(value, str) and name != "text" and _SURROGATE_RE.search(value):
-            return reject(name, "invalid_unicode", f"'{name}' contains a lone UTF-16 surrogate")
+    if reserved := sorted(RESERVED_KEYS & set(data)):
+        return reject(reserved[0], "reserved_field", f"'{reserved[0]}' is reserved for curation bookkeeping")
+    if name := _unencodable_field(data):
+        return reject(name, "invalid_unicode", f"'{name}' contains a lone UTF-16 surrogate (not encodable as UTF-8)")
     record = {**data, "text": text, "year": data.get("year")}
     record["_format"] = text_format
     return record
