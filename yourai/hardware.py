@@ -31,6 +31,7 @@ class MachineInfo:
     total_memory_gb: float
     available_memory_gb: float
     cpu_cores: int
+    blas: str  # the BLAS mlx[cpu] uses on Linux; 'bundled' when none was preloaded
 
 
 def mlx_backend() -> str:
@@ -54,6 +55,14 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
+def _blas_in_use() -> str:
+    from yourai import _blas
+
+    if not sys.platform.startswith("linux"):
+        return "platform default"
+    return _blas.loaded_blas or "bundled reference BLAS (slow: install libopenblas0-pthread)"
+
+
 def detect_machine() -> MachineInfo:
     """Read the facts a user needs to choose a model and settings."""
     memory = psutil.virtual_memory()
@@ -67,6 +76,7 @@ def detect_machine() -> MachineInfo:
         total_memory_gb=round(memory.total / GIB, 2),
         available_memory_gb=round(memory.available / GIB, 2),
         cpu_cores=os.cpu_count() or 1,
+        blas=_blas_in_use(),
     )
 
 
@@ -138,6 +148,7 @@ def format_doctor(report: dict) -> str:
         f"MLX              {machine['mlx_version']} (backend: {machine['backend']}), mlx-lm {machine['mlx_lm_version']}",
         f"Memory           {machine['total_memory_gb']} GiB total, {machine['available_memory_gb']} GiB available",
         f"CPU cores        {machine['cpu_cores']}",
+        f"BLAS             {machine['blas']}",
         f"Profile          {report['profile']}: {report['profile_description']}",
         f"Default model    {report['default_model_dir']} ({'built' if report['default_model_built'] else 'not built: run `yourai build-model`'})",
         "Recommended models (hub id, parameters, approx. memory for 4-bit LoRA):",
