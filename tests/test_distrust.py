@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_map
 from mlx_lm.models import llama
 from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -20,6 +20,8 @@ from yourai.distrust import (
     distrust_term,
     distrust_weights,
     empirical_distrust_loss,
+    max_gradient_difference,
+    objective_gradients,
     objective_loss,
     per_sample_ce,
 )
@@ -307,17 +309,7 @@ def _lora_llama() -> nn.Module:
 
 
 def _grads(model: nn.Module, batch: dict, mode: str) -> dict[str, mx.array]:
-    def loss(model_, batch_):
-        return _objective(model_(batch_["inputs"]), batch_, mode)[0]
-
-    _, grads = nn.value_and_grad(model, loss)(model, batch)
-    flat = dict(tree_flatten(grads))
-    mx.eval(flat)
-    return flat
-
-
-def _max_abs_diff(a: dict, b: dict) -> float:
-    return max(float(mx.max(mx.abs(a[k] - b[k]))) for k in a)
+    return objective_gradients(model, batch, mode=mode, lambda_weight=0.6, alpha=2.7)
 
 
 @pytest.mark.slow
@@ -326,13 +318,13 @@ def test_faithful_term_has_exactly_zero_gradient_through_lora_llama():
     plain, faithful = _grads(model, batch, "plain"), _grads(model, batch, "faithful")
     assert set(plain) == set(faithful) and any("lora_a" in k for k in plain)
     assert max(float(mx.max(mx.abs(g))) for g in plain.values()) > 0  # the check is not vacuous
-    assert _max_abs_diff(plain, faithful) == 0.0
+    assert max_gradient_difference(plain, faithful) == 0.0
 
 
 @pytest.mark.slow
 def test_weighted_gradient_differs_from_plain():
     model, batch = _lora_llama(), _batch()
-    assert _max_abs_diff(_grads(model, batch, "plain"), _grads(model, batch, "weighted")) > 1e-4
+    assert max_gradient_difference(_grads(model, batch, "plain"), _grads(model, batch, "weighted")) > 1e-4
 
 
 @pytest.mark.slow
@@ -345,4 +337,9 @@ def test_weighted_gradient_is_the_weighted_sum_of_per_sample_gradients():
         single = {k: v[i : i + 1] for k, v in batch.items() if isinstance(v, mx.array)}
         single_grads = _grads(model, single, "plain")  # one sample: token-mean CE == CE_i
         expected = {k: expected[k] + float(weights[i] / weights.sum()) * single_grads[k] for k in expected}
-    assert _max_abs_diff(weighted, expected) <= 1e-5
+    assert max_gradient_difference(weighted, expected) <= 1e-5
+
+
+def test_gradient_difference_refuses_different_parameter_sets():
+    with pytest.raises(ValueError, match="gradient sets differ"):
+        max_gradient_difference({"a": mx.zeros(2)}, {"b": mx.zeros(2)})

@@ -1,0 +1,173 @@
+"""Notebook 03's helpers: the L_emp landscape, per-scheme weight tables, a token batch, the widget panel.
+
+Thin plotting and table code around :mod:`yourai.distrust`; the arithmetic lives there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import matplotlib.pyplot as plt
+import mlx.core as mx
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+
+from yourai.distrust import (
+    AUTHORITY_RANGE,
+    EPSILON,
+    SCHEMES,
+    distrust_weights,
+    empirical_distrust_loss,
+)
+
+FIGURE_DPI = 80  # keeps embedded PNGs small (tens of kB)
+LANDSCAPE_MAX_BITS = 10.0  # covers the scorer's range: pre-1970 base 5.5 + type entropy + bonuses
+LANDSCAPE_POINTS = 160  # grid resolution per axis; finer adds nothing visible at dpi 80
+LANDSCAPE_FLOOR = 1e-2  # log colour scale needs a floor: the valley itself is exactly 0
+ANCHOR_PRIMARY = (0.05, 7.5)  # the anchor's "1923 patent" point (w_auth, H bits)
+ANCHOR_CONSENSUS = (0.9, 1.0)  # the anchor's "2024 Wikipedia" point
+NON_INTERACTIVE_PARENTS = ("papermill", "pytest", "nbconvert", "nbclient")  # batch runners of notebooks
+
+
+def valley_entropy_bits(w_auth: np.ndarray) -> np.ndarray:
+    """H on the zero valley for each w_auth: ln(1 - w + eps) + H = 0, so H = -ln(1 - w + eps) (>= 0)."""
+    return np.maximum(-np.log(1.0 - np.asarray(w_auth, dtype=np.float64) + EPSILON), 0.0)
+
+
+def landscape(alpha: float, points: int = LANDSCAPE_POINTS,
+              max_bits: float = LANDSCAPE_MAX_BITS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L_emp on a (w_auth, H) grid: rows are H, columns w_auth, as imshow/pcolormesh expect."""
+    authority = np.linspace(*AUTHORITY_RANGE, points)
+    entropy = np.linspace(0.0, max_bits, points)
+    grid_w, grid_h = np.meshgrid(authority, entropy)
+    values = empirical_distrust_loss(grid_w, grid_h, alpha=alpha, reduction="none")
+    return authority, entropy, values
+
+
+def plot_landscape(ax: plt.Axes, alpha: float) -> None:
+    """Heatmap of alpha*d^2 with the zero valley and the anchor's two points marked."""
+    authority, entropy, values = landscape(alpha)
+    mesh = ax.pcolormesh(authority, entropy, np.maximum(values, LANDSCAPE_FLOOR), shading="auto",
+                         norm=LogNorm(vmin=LANDSCAPE_FLOOR, vmax=values.max()), cmap="magma")
+    plt.colorbar(mesh, ax=ax, label="L_emp (log scale)")
+    valley_h = valley_entropy_bits(authority)
+    shown = valley_h <= entropy[-1]
+    ax.plot(authority[shown], valley_h[shown], color="cyan", lw=1.5, label="valley: ln(1-w) = -H  (L_emp = 0)")
+    for (w, h), name in ((ANCHOR_PRIMARY, "patent"), (ANCHOR_CONSENSUS, "wiki")):
+        ax.plot(w, h, "o", color="white", mec="black")
+        ax.annotate(f"{name} {empirical_distrust_loss(w, h, alpha=alpha):.1f}", (w, h), textcoords="offset points",
+                    xytext=(6, 4), color="white", fontsize=8)
+    ax.set(xlabel="authority weight w_auth", ylabel="provenance entropy H (bits)", title=f"L_emp, alpha = {alpha}")
+    ax.legend(loc="upper right", fontsize=7)
+
+
+def weight_table(w_auth: Sequence[float], entropy_bits: Sequence[float], source_types: Sequence[str],
+                 cap: float, schemes: Sequence[str] = SCHEMES) -> pd.DataFrame:
+    """Long table (source_type, scheme, weight): every scheme's dataset-normalised weight per sample."""
+    frames = [pd.DataFrame({"source_type": list(source_types), "scheme": scheme,
+                            "weight": distrust_weights(w_auth, entropy_bits, scheme, cap=cap)})
+              for scheme in schemes]
+    return pd.concat(frames, ignore_index=True)
+
+
+def weight_stats(table: pd.DataFrame) -> pd.DataFrame:
+    """Per scheme: dataset mean (1 by construction), min, max and the max/min ratio the cap bounds."""
+    stats = table.groupby("scheme")["weight"].agg(["mean", "min", "max"])
+    stats["max_over_min"] = stats["max"] / stats["min"]
+    return stats.round(4)
+
+
+def mean_weight_by_source(table: pd.DataFrame) -> pd.DataFrame:
+    """Source types as rows, schemes as columns: which sources each scheme up- or down-weights."""
+    return table.pivot_table(index="source_type", columns="scheme", values="weight", aggfunc="mean").round(3)
+
+
+def plot_weights(ax: plt.Axes, table: pd.DataFrame, scheme: str) -> None:
+    """Each sample's weight under one scheme, grouped by source type (log scale: the cap is a ratio)."""
+    rows = table[table["scheme"] == scheme]
+    order = rows.groupby("source_type")["weight"].mean().sort_values().index
+    data = [rows.loc[rows["source_type"] == name, "weight"].to_numpy() for name in order]
+    ax.boxplot(data, orientation="horizontal", tick_labels=list(order), widths=0.6)
+    ax.axvline(1.0, color="grey", ls="--", lw=1, label="dataset mean = 1")
+    ax.set_xscale("log")
+    ax.set(xlabel="per-sample weight", title=f"weights: {scheme}")
+    ax.legend(loc="lower right", fontsize=7)
+
+
+def plot_additive_term(ax: plt.Axes, per_sample_term: np.ndarray, source_types: Sequence[str],
+                       lambda_weight: float) -> None:
+    """lambda * L_emp by source type: what the faithful objective adds (a constant, so no gradient)."""
+    frame = pd.DataFrame({"source_type": list(source_types), "added": lambda_weight * per_sample_term})
+    means = frame.groupby("source_type")["added"].mean().sort_values()
+    ax.barh(means.index, means.to_numpy(), color="tab:orange")
+    ax.set(xlabel="mean lambda * L_emp added to CE", title=f"faithful term, lambda = {lambda_weight}")
+
+
+def draw_panel(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Sequence[str], *, alpha: float,
+               lambda_weight: float, scheme: str, cap: float) -> plt.Figure:
+    """One figure for one setting: landscape, the scheme's weights, and the faithful additive term."""
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=FIGURE_DPI)
+    plot_landscape(axes[0], alpha)
+    plot_weights(axes[1], weight_table(w_auth, entropy_bits, source_types, cap, schemes=[scheme]), scheme)
+    term = empirical_distrust_loss(w_auth, entropy_bits, alpha=alpha, reduction="none")
+    plot_additive_term(axes[2], term, source_types, lambda_weight)
+    figure.tight_layout()
+    return figure
+
+
+def panel_widget(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Sequence[str], *, alpha: float,
+                 lambda_weight: float, scheme: str, cap: float) -> Any:
+    """Sliders for alpha, lambda, scheme and cap that redraw :func:`draw_panel` as they move (JupyterLab)."""
+    import ipywidgets as widgets  # only the interactive path needs it
+
+    controls = {
+        "alpha": widgets.FloatSlider(value=alpha, min=2.3, max=3.0, step=0.05, description="alpha"),
+        "lambda_weight": widgets.FloatSlider(value=lambda_weight, min=0.0, max=2.0, step=0.05, description="lambda"),
+        "scheme": widgets.Dropdown(options=list(SCHEMES), value=scheme, description="scheme"),
+        "cap": widgets.FloatLogSlider(value=cap, base=10, min=0, max=3, step=0.05, description="cap"),
+    }
+
+    def redraw(**settings: Any) -> None:
+        figure = draw_panel(w_auth, entropy_bits, source_types, **settings)
+        plt.show(figure)
+
+    output = widgets.interactive_output(redraw, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), output])
+
+
+def is_interactive_session() -> bool:
+    """True in a live frontend (JupyterLab); False when papermill, nbval or nbconvert drive the kernel."""
+    import psutil  # the kernel's ancestors tell who is driving it; no frontend comm exists before display
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    if getattr(get_ipython(), "kernel", None) is None:  # a script or a terminal IPython: no widgets
+        return False
+    try:
+        ancestors = psutil.Process().parents()
+        command_lines = " ".join(" ".join(process.cmdline()) for process in ancestors)
+    except psutil.Error:
+        return False
+    try:
+        import ipywidgets  # noqa: F401  (a frontend without widgets cannot show the panel)
+    except ImportError:
+        return False
+    return not any(runner in command_lines for runner in NON_INTERACTIVE_PARENTS)
+
+
+def token_batch(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, mx.array]:
+    """Right-padded next-token batch (inputs, targets, mask) from texts, truncated to max_tokens targets."""
+    encoded = [tokenizer.encode(text)[: max_tokens + 1] for text in texts]
+    too_short = [index for index, ids in enumerate(encoded) if len(ids) < 2]
+    if too_short:
+        raise ValueError(f"texts {too_short} give fewer than 2 tokens: nothing to predict")
+    width = max(len(ids) for ids in encoded) - 1
+    tokens = np.zeros((len(encoded), width + 1), dtype=np.int32)
+    mask = np.zeros((len(encoded), width), dtype=np.float32)
+    for row, ids in enumerate(encoded):
+        tokens[row, : len(ids)] = ids
+        mask[row, : len(ids) - 1] = 1.0
+    return {"inputs": mx.array(tokens[:, :-1]), "targets": mx.array(tokens[:, 1:]), "mask": mx.array(mask)}
