@@ -580,6 +580,33 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def results_frame(results: dict[str, Any]) -> Any:
+    """Models × metrics (mean, CI) as a DataFrame for notebooks; a "delta" row when there is an adapter."""
+    import pandas as pd
+
+    keys, records = metric_keys(results["settings"]["modes"]), []
+    for name, block in results["models"].items():
+        records.append({"model": name, "n": results["n"], **{k: block[k]["mean"] for k in keys},
+                        **{f"{k}_ci": tuple(round(v, 4) for v in block[k]["ci"]) for k in keys}})
+    if results["comparison"]:
+        comparison = results["comparison"]
+        records.append({"model": "delta", "n": results["n"], **{k: comparison[k]["delta"] for k in keys},
+                        **{f"{k}_ci": tuple(round(v, 4) for v in comparison[k]["ci"]) for k in keys},
+                        **{f"{k}_p": comparison[k]["p_value"] for k in keys}})
+    return pd.DataFrame.from_records(records).set_index("model")
+
+
+def category_frame(results: dict[str, Any], metric: str = "mc2") -> Any:
+    """Categories × models for one metric, with question counts, for the per-category chart."""
+    import pandas as pd
+
+    frame = pd.DataFrame({name: {cat: row[metric] for cat, row in block["per_category"].items()}
+                          for name, block in results["models"].items()})
+    first = next(iter(results["models"].values()))
+    frame.insert(0, "n", pd.Series({cat: row["n"] for cat, row in first["per_category"].items()}))
+    return frame.sort_values("n", ascending=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
                                      "scores them, base and base + adapter, offline.")
