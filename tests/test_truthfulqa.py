@@ -512,3 +512,9 @@ def test_category_filter_and_limit(tiny_model_dir):
     assert len(chosen) == 2 and all(item.category == "Astronomy" for item in chosen)
     with pytest.raises(ValueError, match="unknown categories"):
         tqa.select_items(items, categories=["Nope"])
+
+
+def test_hub_loader_fails_with_a_clear_error_when_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match=r"hub:truthfulqa/truthful_qa: could not download"):
+        load_truthfulqa("hub:truthfulqa/truthful_qa")

@@ -587,11 +587,11 @@ def results_frame(results: dict[str, Any]) -> Any:
     keys, records = metric_keys(results["settings"]["modes"]), []
     for name, block in results["models"].items():
         records.append({"model": name, "n": results["n"], **{k: block[k]["mean"] for k in keys},
-                        **{f"{k}_ci": tuple(round(v, 4) for v in block[k]["ci"]) for k in keys}})
+                        **{f"{k}_ci": tuple(round(v, 3) for v in block[k]["ci"]) for k in keys}})
     if results["comparison"]:
         comparison = results["comparison"]
         records.append({"model": "delta", "n": results["n"], **{k: comparison[k]["delta"] for k in keys},
-                        **{f"{k}_ci": tuple(round(v, 4) for v in comparison[k]["ci"]) for k in keys},
+                        **{f"{k}_ci": tuple(round(v, 3) for v in comparison[k]["ci"]) for k in keys},
                         **{f"{k}_p": comparison[k]["p_value"] for k in keys}})
     return pd.DataFrame.from_records(records).set_index("model")
 
