@@ -8,6 +8,7 @@ with the file and the dotted key, never deep inside training.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,21 @@ from typing import Any, Iterable, Mapping, Union
 import yaml
 
 from yourai.paths import configs_dir
+
+
+class _Loader(yaml.SafeLoader):
+    """safe_load, plus YAML 1.2 floats: PyYAML reads `2e-4` (no dot) as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _safe_load(stream: Any) -> Any:
+    return yaml.load(stream, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class ConfigError(ValueError):
@@ -286,14 +302,14 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, A
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lora.rank=16")
         key, raw = item.split("=", 1)
-        parsed[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        parsed[key.strip()] = _safe_load(raw) if raw.strip() else ""
     return parsed
 
 
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            data = _safe_load(handle)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     if data is not None and not isinstance(data, dict):
