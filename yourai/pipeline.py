@@ -77,14 +77,16 @@ def stage_parameters(stage: str, config: Config, run_dir: Path, config_path: Pat
         "interactive": False,
         "seed": cfg.train.seed,
     }
+    sources = [str(_resolve(p)) for p in cfg.curate.sources]
     per_stage = {
-        "01": {"sources": [str(_resolve(p)) for p in cfg.curate.sources], "seed": cfg.curate.seed,
-               "tier_targets": to_dict(cfg.curate.tiers), "valid_fraction": cfg.curate.split.valid,
-               "test_fraction": cfg.curate.split.test},
-        "02": {"corpus_paths": [str(run_dir / "01" / "curated.jsonl")]},
+        "01": {"sources": sources, "seed": cfg.curate.seed, "on_error": cfg.curate.on_error,
+               "tier_primary": cfg.curate.tiers.primary, "tier_middle": cfg.curate.tiers.middle,
+               "tier_consensus": cfg.curate.tiers.consensus,
+               "split_valid": cfg.curate.split.valid, "split_test": cfg.curate.split.test},
+        "02": {"corpus_paths": sources, "workers": cfg.scoring.workers or 1},
         "03": {"alpha": cfg.loss.alpha, "lambda_weight": cfg.loss.lambda_weight, "scheme": cfg.loss.scheme,
-               "weight_cap": cfg.loss.weight_cap, "model": cfg.model.path,
-               "sample_path": str(run_dir / "01" / "curated.jsonl")},
+               "cap": cfg.loss.weight_cap, "model": cfg.model.path, "sample_path": sources[0],
+               "lora_rank": cfg.train.lora.rank},
         "04": {"model": cfg.model.path, "data_dir": str(run_dir / "01"), "objective": cfg.loss.objective,
                "scheme": cfg.loss.scheme, "steps": cfg.train.steps},
         "05": {"model": cfg.model.path},
