@@ -75,3 +75,23 @@ def test_token_batch_pads_right_and_masks_padding():
 def test_token_batch_rejects_texts_without_a_target():
     with pytest.raises(ValueError, match=r"texts \[1\] give fewer than 2 tokens"):
         loss_plots.token_batch(_CharTokenizer(), ["abc", "a"], max_tokens=4)
+
+
+def test_panel_widget_redraws_when_a_slider_moves(monkeypatch):
+    drawn = []
+    real_draw = loss_plots.draw_panel
+
+    def recording_draw(*args, **settings):
+        drawn.append(settings)
+        figure = real_draw(*args, **settings)
+        plt.close(figure)
+        return figure
+
+    monkeypatch.setattr(loss_plots, "draw_panel", recording_draw)
+    panel = loss_plots.panel_widget(W_AUTH, ENTROPY_BITS, SOURCES, alpha=2.7, lambda_weight=0.6,
+                                    scheme="monotone", cap=30.0)
+    sliders = {control.description: control for control in panel.children[0].children}
+    assert set(sliders) == {"alpha", "lambda", "scheme", "cap"}
+    sliders["scheme"].value = "roemmele"
+    sliders["alpha"].value = 2.5
+    assert drawn[-1] == {"alpha": 2.5, "lambda_weight": 0.6, "scheme": "roemmele", "cap": 30.0}

@@ -45,8 +45,8 @@ def landscape(alpha: float, points: int = LANDSCAPE_POINTS,
     return authority, entropy, values
 
 
-def plot_landscape(ax: plt.Axes, alpha: float) -> None:
-    """Heatmap of alpha*d^2 with the zero valley and the anchor's two points marked."""
+def plot_landscape(ax: plt.Axes, alpha: float, samples: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    """Heatmap of alpha*d^2 with the zero valley, the anchor's two points and, optionally, the data."""
     authority, entropy, values = landscape(alpha)
     mesh = ax.pcolormesh(authority, entropy, np.maximum(values, LANDSCAPE_FLOOR), shading="auto",
                          norm=LogNorm(vmin=LANDSCAPE_FLOOR, vmax=values.max()), cmap="magma")
@@ -54,10 +54,12 @@ def plot_landscape(ax: plt.Axes, alpha: float) -> None:
     valley_h = valley_entropy_bits(authority)
     shown = valley_h <= entropy[-1]
     ax.plot(authority[shown], valley_h[shown], color="cyan", lw=1.5, label="valley: ln(1-w) = -H  (L_emp = 0)")
-    for (w, h), name in ((ANCHOR_PRIMARY, "patent"), (ANCHOR_CONSENSUS, "wiki")):
+    if samples is not None:
+        ax.scatter(*samples, s=6, color="lightgrey", alpha=0.6, label="sample corpus")
+    for (w, h), name, offset_x in ((ANCHOR_PRIMARY, "patent", 6), (ANCHOR_CONSENSUS, "wiki", -6)):
         ax.plot(w, h, "o", color="white", mec="black")
         ax.annotate(f"{name} {empirical_distrust_loss(w, h, alpha=alpha):.1f}", (w, h), textcoords="offset points",
-                    xytext=(6, 4), color="white", fontsize=8)
+                    xytext=(offset_x, 4), ha="left" if offset_x > 0 else "right", color="white", fontsize=8)
     ax.set(xlabel="authority weight w_auth", ylabel="provenance entropy H (bits)", title=f"L_emp, alpha = {alpha}")
     ax.legend(loc="upper right", fontsize=7)
 
@@ -108,7 +110,7 @@ def draw_panel(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Seque
                lambda_weight: float, scheme: str, cap: float) -> plt.Figure:
     """One figure for one setting: landscape, the scheme's weights, and the faithful additive term."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=FIGURE_DPI)
-    plot_landscape(axes[0], alpha)
+    plot_landscape(axes[0], alpha, samples=(w_auth, entropy_bits))
     plot_weights(axes[1], weight_table(w_auth, entropy_bits, source_types, cap, schemes=[scheme]), scheme)
     term = empirical_distrust_loss(w_auth, entropy_bits, alpha=alpha, reduction="none")
     plot_additive_term(axes[2], term, source_types, lambda_weight)
@@ -120,6 +122,7 @@ def panel_widget(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Seq
                  lambda_weight: float, scheme: str, cap: float) -> Any:
     """Sliders for alpha, lambda, scheme and cap that redraw :func:`draw_panel` as they move (JupyterLab)."""
     import ipywidgets as widgets  # only the interactive path needs it
+    from IPython.display import display
 
     controls = {
         "alpha": widgets.FloatSlider(value=alpha, min=2.3, max=3.0, step=0.05, description="alpha"),
@@ -130,7 +133,8 @@ def panel_widget(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Seq
 
     def redraw(**settings: Any) -> None:
         figure = draw_panel(w_auth, entropy_bits, source_types, **settings)
-        plt.show(figure)
+        display(figure)  # into the Output widget; closing keeps the inline backend from drawing it twice
+        plt.close(figure)
 
     output = widgets.interactive_output(redraw, controls)
     return widgets.VBox([widgets.HBox(list(controls.values())), output])
