@@ -27,6 +27,7 @@ CSV_REQUIRED = ("question", "best_answer", "correct_answers", "incorrect_answers
 CSV_OPTIONAL = ("type", "category", "source", "best_incorrect_answer")
 HUB_DATASET_ID = "truthfulqa/truthful_qa"
 HUB_MC_FILE = "multiple_choice/validation-00000-of-00001.parquet"
+NO_COMMENT = "I have no comment."  # lm-eval's truthfulqa_gen always counts this answer as true
 SAMPLE_PATH = PROJECT_ROOT / "data" / "sample" / "truthfulqa_sample" / "truthfulqa_sample.jsonl"
 
 
@@ -277,9 +278,7 @@ def generation_references(item: TQAItem) -> tuple[list[str], list[str]]:
     """lm-eval `truthfulqa_gen` references: true answers (+ "I have no comment.") and false answers."""
     correct = list(item.correct_answers) or [c for c, label in zip(item.mc2_choices, item.mc2_labels) if label == 1]
     incorrect = list(item.incorrect_answers) or [c for c, label in zip(item.mc2_choices, item.mc2_labels) if label == 0]
-    if NO_COMMENT not in correct:  # lm-eval's preprocess_function always adds it to the true set
+    if NO_COMMENT not in correct:
         correct.append(NO_COMMENT)
     return correct, incorrect
 
-
-NO_COMMENT = "I have no comment."

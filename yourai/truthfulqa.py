@@ -70,6 +70,11 @@ class EvalOptions:
     progress: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        unknown = set(self.modes) - set(MODES)
+        if unknown or not self.modes:
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
+
 
 # ---------------------------------------------------------------- prompts and tokens
 
@@ -352,9 +357,6 @@ def score_gen(model: Any, tokenizer: Any, items: Sequence[TQAItem], options: Eva
 def evaluate_model(model: Any, tokenizer: Any, items: Sequence[TQAItem], options: EvalOptions,
                    name: str = "model") -> list[dict[str, Any]]:
     """Per-question rows for the requested modes (mc1/mc2 share one scoring pass)."""
-    unknown = set(options.modes) - set(MODES)
-    if unknown or not options.modes:
-        raise ValueError(f"modes must be a non-empty subset of {MODES}, got {options.modes}")
     rows: list[dict[str, Any]] = [{} for _ in items]
     if {"mc1", "mc2"} & set(options.modes):
         for row, scores in zip(rows, score_mc(model, tokenizer, items, options, desc=f"{name} mc")):
@@ -631,11 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
 def cli_main(argv: list[str]) -> int:
     """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2."""
     args = build_parser().parse_args(argv)
-    options = EvalOptions(modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), add_bos=args.add_bos,
-                          chat_template=args.chat_template, max_batch_tokens=args.batch_tokens,
-                          max_gen_tokens=args.max_gen_tokens, progress=not args.no_progress, seed=args.seed)
     categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
     try:
+        options = EvalOptions(modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+                              add_bos=args.add_bos, chat_template=args.chat_template,
+                              max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
+                              progress=not args.no_progress, seed=args.seed)
         results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
     except ValueError as error:
         print(f"yourai eval: {error}", file=sys.stderr)
