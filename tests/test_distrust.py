@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map
 from mlx_lm.models import llama
 from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -343,3 +343,29 @@ def test_weighted_gradient_is_the_weighted_sum_of_per_sample_gradients():
 def test_gradient_difference_refuses_different_parameter_sets():
     with pytest.raises(ValueError, match="gradient sets differ"):
         max_gradient_difference({"a": mx.zeros(2)}, {"b": mx.zeros(2)})
+
+
+@pytest.mark.slow
+def test_compiled_training_with_faithful_term_gives_bitwise_identical_adapters():
+    import mlx.optimizers as optim
+    from functools import partial
+
+    batch = {k: v for k, v in _batch().items() if isinstance(v, mx.array)}
+    adapters = {}
+    for mode in ("plain", "faithful"):
+        model = _lora_llama()
+        optimizer = optim.AdamW(learning_rate=1e-2)
+        loss_and_grad = nn.value_and_grad(model, lambda m, b: _objective(m(b["inputs"]), b, mode)[0])
+        state = [model.state, optimizer.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(b):
+            loss, grads = loss_and_grad(model, b)
+            optimizer.update(model, grads)
+            return loss
+
+        for _ in range(3):
+            mx.eval(step(batch), state)
+        adapters[mode] = dict(tree_flatten(model.trainable_parameters()))
+    assert max_gradient_difference(adapters["plain"], adapters["faithful"]) == 0.0
+    assert max_gradient_difference(adapters["plain"], dict(tree_flatten(_lora_llama().trainable_parameters()))) > 0
