@@ -21,6 +21,7 @@ from yourai.distrust import (
     distrust_weights,
     empirical_distrust_loss,
     max_gradient_difference,
+    gradient_check,
     objective_gradients,
     objective_loss,
     per_sample_ce,
@@ -338,6 +339,14 @@ def test_weighted_gradient_is_the_weighted_sum_of_per_sample_gradients():
         single_grads = _grads(model, single, "plain")  # one sample: token-mean CE == CE_i
         expected = {k: expected[k] + float(weights[i] / weights.sum()) * single_grads[k] for k in expected}
     assert max_gradient_difference(weighted, expected) <= 1e-5
+
+
+@pytest.mark.slow
+def test_gradient_check_reports_zero_for_faithful_and_nonzero_for_weighted():
+    report = gradient_check(_lora_llama(), _batch(), lambda_weight=0.6, alpha=2.7)
+    assert report["lora_tensors"] > 0 and report["max_abs_grad_plain"] > 0
+    assert report["max_abs_dgrad_faithful"] == 0.0
+    assert report["max_abs_dgrad_weighted"] > 1e-4 and report["max_abs_dgrad_weighted_vs_uniform"] > 1e-6
 
 
 def test_gradient_difference_refuses_different_parameter_sets():
