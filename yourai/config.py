@@ -135,6 +135,7 @@ class TrainConfig:
     keep_last: int = _bounded(3, 1, None)
     log_every: int = _bounded(1, 1, None)
     shuffle_buffer: int = _bounded(1000, 1, None)
+    streaming: bool = False  # true = shuffle-buffer reader (automatic for files too big for memory)
     max_bad_steps: int = _bounded(5, 1, None)  # abort after this many non-finite steps in a row
     lora: LoraConfig = field(default_factory=LoraConfig)
 
