@@ -226,3 +226,26 @@ def test_sigkill_and_resume_ends_bit_identical(curated, tmp_path):
     assert len(resumed) == 1 and 8 <= resumed[0]["step"] < 40
     same_losses = [m["loss"] for m in step_lines(tmp_path / "killed" / "metrics.jsonl")]
     assert same_losses == [m["loss"] for m in step_lines(tmp_path / "straight" / "metrics.jsonl")]
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_ring_processes_match_one_process_with_the_same_global_batch(curated, tmp_path):
+    args = ["--data", str(curated), "--no-progress", *SMALL, "train.steps=4", "loss.objective=weighted"]
+    single = tmp_path / "single"
+    assert cli_main(["--out", str(single), *args]) == 0
+    worker = Path(__file__).with_name("dist_train_worker.py").resolve()
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    run = subprocess.run([str(launcher), "-n", "2", "--backend", "ring", "--python", sys.executable, str(worker),
+                          "--out", str(tmp_path / "ring"), *args], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    begin = [m for m in read_metrics(tmp_path / "ring" / "metrics.jsonl") if m.get("event") == "train_begin"]
+    assert begin[0]["world_size"] == 2
+    ring, one = step_lines(tmp_path / "ring" / "metrics.jsonl"), step_lines(single / "metrics.jsonl")
+    assert [m["tokens"] for m in ring] == [m["tokens"] for m in one]  # the same global batches
+    np.testing.assert_allclose([m["loss"] for m in ring], [m["loss"] for m in one], atol=1e-4)
+    ring_evals = [m["val_loss"] for m in read_metrics(tmp_path / "ring" / "metrics.jsonl") if "val_loss" in m]
+    np.testing.assert_allclose(ring_evals, [e["val_loss"] for e in read_metrics(single / "metrics.jsonl") if "val_loss" in e], atol=1e-4)
+    ring_adapters, one_adapters = adapters(tmp_path / "ring"), adapters(single)
+    for name, value in one_adapters.items():
+        np.testing.assert_allclose(np.array(ring_adapters[name]), np.array(value), atol=1e-4)
