@@ -16,9 +16,9 @@ records are split across micro-batches and ranks. With one micro-batch the scale
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -299,6 +299,8 @@ class Trainer:
         self.memory = self._memory_callback(memory_source)
         if resume:
             self._restore()
+        else:
+            self._clear_old_checkpoints()
         if tc.grad_checkpoint:
             from mlx_lm.tuner.trainer import grad_checkpoint
 
@@ -369,6 +371,16 @@ class Trainer:
         self.resumed_from = self.step
         mx.eval(self.model.parameters(), self.optimizer.state)
 
+    def _clear_old_checkpoints(self) -> None:
+        """A fresh run owns its directory: checkpoints of an earlier run there would mix into resume."""
+        root = self.out / "checkpoints"
+        if self.is_main and root.is_dir():
+            old = [p.name for p in root.iterdir()]
+            shutil.rmtree(root)
+            if old:
+                self.events.append({"event": "removed_earlier_run_checkpoints", "names": sorted(old)})
+        self._barrier()
+
     # ------------------------------------------------------------ checkpoints and outputs
 
     def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
@@ -395,8 +407,6 @@ class Trainer:
         if self.is_main:
             staging = self.out / f"{ckpt.TMP_PREFIX}adapters-{self.rank}"
             if staging.exists():
-                import shutil
-
                 shutil.rmtree(staging)
             staging.mkdir()
             ckpt.write_adapter_dir(staging, dict(tree_flatten(self.model.trainable_parameters())), self.adapter_config)
@@ -423,9 +433,9 @@ class Trainer:
         self.model.train()
         if self.size > 1:
             sums = np.array(mx.distributed.all_sum(mx.array(sums.astype(np.float32)), stream=mx.cpu), dtype=np.float64)
-        metrics = {"step": step, "val_loss": sums[0, 0] / max(sums[0, 1], 1.0), "val_tokens": int(sums[0, 1])}
+        metrics = {"step": step, "val_loss": float(sums[0, 0] / max(sums[0, 1], 1.0)), "val_tokens": int(sums[0, 1])}
         for index, tier in enumerate(TIERS, 1):
-            metrics[f"val_loss_{tier}"] = sums[index, 0] / sums[index, 1] if sums[index, 1] else None
+            metrics[f"val_loss_{tier}"] = float(sums[index, 0] / sums[index, 1]) if sums[index, 1] else None
         primary, consensus = metrics["val_loss_primary"], metrics["val_loss_consensus"]
         metrics["val_gap"] = primary - consensus if primary is not None and consensus is not None else None
         metrics["val_time_s"] = round(time.perf_counter() - started, 4)
@@ -656,3 +666,64 @@ def cli_main(argv: Sequence[str]) -> int:
     print(f"trained {result.steps} steps into {result.adapters_dir} (loss {last.get('loss')}, "
           f"median {result.tokens_per_s:.0f} tokens/s); metrics in {result.metrics_path}")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------- the objective experiment (notebook 04)
+
+
+def adapters_identical(first: Path, second: Path) -> bool:
+    """Bitwise equality of two runs' adapters.safetensors (same tensors, same bytes)."""
+    return (Path(first) / "adapters.safetensors").read_bytes() == (Path(second) / "adapters.safetensors").read_bytes()
+
+
+def objective_experiment(overrides: dict, data_dir: Path, out_dir: Path, seeds: Sequence[int],
+                         objectives: Sequence[str] = ("plain", "faithful", "weighted")) -> list[dict]:
+    """Train every (seed, objective) pair on the same data; one row per run with its final validation."""
+    rows = []
+    for seed in seeds:
+        for objective in objectives:
+            run_dir = Path(out_dir) / f"seed{seed}-{objective}"
+            config = load_config(None, {**overrides, "train.seed": seed, "loss.objective": objective})
+            result = train(config, run_dir, data_dir=data_dir, progress=False)
+            final = result.evals[-1] if result.evals else {}
+            rows.append({"seed": seed, "objective": objective, "train_loss": result.last.get("loss"),
+                         "train_ce": result.last.get("ce"), **{k: final.get(k) for k in
+                         ("val_loss", "val_loss_primary", "val_loss_middle", "val_loss_consensus", "val_gap")},
+                         "tokens_per_s": result.tokens_per_s,
+                         "adapters_sha256": ckpt.sha256_file(result.adapters_dir / "adapters.safetensors"),
+                         "adapters_dir": str(result.adapters_dir)})
+    return rows
+
+
+# Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..10 (standard tables); 1.96 beyond.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t interval (nan for a single value): seeds are few."""
+    values = np.asarray(list(values), dtype=float)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    df = values.size - 1
+    quantile = T_975[df - 1] if df <= len(T_975) else 1.96
+    return float(values.mean()), float(quantile * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def experiment_summary(rows: Sequence[dict]) -> dict:
+    """Gap (primary - consensus val loss) per objective, paired weighted - plain change, faithful identity."""
+    by = {(r["seed"], r["objective"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    summary: dict[str, Any] = {"seeds": seeds}
+    for objective in sorted({r["objective"] for r in rows}):
+        gaps = [by[(s, objective)]["val_gap"] for s in seeds if by.get((s, objective), {}).get("val_gap") is not None]
+        if gaps:
+            summary[f"gap_{objective}_mean"], summary[f"gap_{objective}_ci95"] = mean_ci95(gaps)
+    paired = [by[(s, "weighted")]["val_gap"] - by[(s, "plain")]["val_gap"] for s in seeds
+              if (s, "weighted") in by and (s, "plain") in by]
+    if paired:
+        summary["gap_change_weighted_minus_plain_mean"], summary["gap_change_weighted_minus_plain_ci95"] = mean_ci95(paired)
+    pairs = [(by[(s, "plain")], by[(s, "faithful")]) for s in seeds if (s, "plain") in by and (s, "faithful") in by]
+    if pairs:
+        summary["faithful_bit_identical_to_plain"] = all(
+            adapters_identical(Path(p["adapters_dir"]), Path(f["adapters_dir"])) for p, f in pairs)
+    return summary
