@@ -96,8 +96,10 @@ class Poison(TrainingCallback):
             embed.weight = self.clean
 
 
-def test_nonfinite_step_is_skipped_and_counted(curated, tmp_path):
+@pytest.mark.parametrize("micro_batch", [4, 2], ids=["fused", "accumulated"])
+def test_nonfinite_step_is_skipped_and_counted(curated, tmp_path, micro_batch):
     trainer = Trainer(config("train.steps=5"), tmp_path, data_dir=curated, progress=False)
+    trainer.micro_batch = micro_batch
     trainer.callbacks.append(Poison(trainer, poison_after={2}, heal_after={3}))
     trainer.fit()
     lines = step_lines(tmp_path / "metrics.jsonl")
@@ -149,6 +151,61 @@ def test_micro_batches_give_the_same_update_as_one_batch(curated, tmp_path):
         losses[micro] = [m["loss"] for m in step_lines(tmp_path / str(micro) / "metrics.jsonl")]
     np.testing.assert_allclose(losses[2], losses[4], rtol=1e-5)
     np.testing.assert_allclose(losses[1], losses[4], rtol=1e-5)
+
+
+class CallCounter(TrainingCallback):
+    """Counts calls of each compiled step function once the trainer has built them."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer, self.calls = trainer, {"fused": 0, "grad_step": 0, "apply": 0}
+
+    def on_train_begin(self, info: dict) -> None:
+        for name in self.calls:
+            setattr(self.trainer.fns, name, self._counted(name, getattr(self.trainer.fns, name)))
+
+    def _counted(self, name, fn):
+        def counted(*args):
+            self.calls[name] += 1
+            return fn(*args)
+
+        return counted
+
+
+@pytest.mark.parametrize("micro_batch, expected", [(4, {"fused": 3, "grad_step": 0, "apply": 0}),
+                                                   (2, {"fused": 0, "grad_step": 6, "apply": 3})])
+def test_one_micro_batch_is_one_compiled_call_per_update(curated, tmp_path, micro_batch, expected):
+    trainer = Trainer(config("train.steps=3"), tmp_path, data_dir=curated, progress=False)
+    trainer.micro_batch = micro_batch
+    counter = CallCounter(trainer)
+    trainer.callbacks.append(counter)
+    trainer.fit()
+    assert counter.calls == expected
+
+
+class CallSpy(TrainingCallback):
+    """Records, at every step, whether the decoder layer class still has its original __call__."""
+
+    def __init__(self, trainer: Trainer, original) -> None:
+        self.cls, self.original, self.patched = type(trainer.model.layers[0]), original, []
+
+    def on_step_end(self, step: int, metrics: dict) -> None:
+        self.patched.append(self.cls.__call__ is not self.original)
+
+
+def test_grad_checkpointing_is_scoped_to_the_fit(curated, tmp_path):
+    first = Trainer(config("train.steps=2", "train.grad_checkpoint=true"), tmp_path / "on", data_dir=curated,
+                    progress=False)
+    cls = type(first.model.layers[0])
+    original = cls.__call__
+    spy_on = CallSpy(first, original)
+    first.callbacks.append(spy_on)
+    first.fit()
+    assert spy_on.patched == [True, True] and cls.__call__ is original
+    second = Trainer(config("train.steps=2"), tmp_path / "off", data_dir=curated, progress=False)
+    spy_off = CallSpy(second, original)
+    second.callbacks.append(spy_off)
+    second.fit()
+    assert spy_off.patched == [False, False] and type(second.model.layers[0]).__call__ is original
 
 
 def test_resume_refuses_a_different_setup_naming_the_file(curated, tmp_path):

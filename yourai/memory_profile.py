@@ -10,7 +10,6 @@ so the sweep feeds seeded random tokens through a real LoRA training step of the
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
@@ -29,7 +28,7 @@ from yourai.memory import (
     SimulatedMemorySource,
     used_fraction,
 )
-from yourai.train import TrainingCallback
+from yourai.train import TrainingCallback, grad_checkpointing  # noqa: F401  (re-exported)
 
 LORA_RANK = 8  # mlx-lm's default rank; the sweep's adapters match a default `yourai train`
 LORA_SCALE = 20.0  # mlx-lm's default scale
@@ -51,25 +50,6 @@ def lora_model(model: str = "default", rank: int = LORA_RANK, seed: int = 0) -> 
     lm.freeze()
     linear_to_lora_layers(lm, len(lm.layers), {"rank": rank, "scale": LORA_SCALE, "dropout": 0.0})
     return lm, tokenizer
-
-
-@contextmanager
-def grad_checkpointing(layer: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """mlx-lm's gradient checkpointing, undone on exit.
-
-    mlx-lm's `grad_checkpoint` replaces `__call__` on the layer's *class*, so it would stay on
-    for every later model of that class in the process (and wrap twice if applied again).
-    """
-    from mlx_lm.tuner.trainer import grad_checkpoint
-
-    cls = type(layer)
-    original = cls.__call__
-    if enabled:
-        grad_checkpoint(layer)
-    try:
-        yield
-    finally:
-        cls.__call__ = original
 
 
 def make_lora_step(lm: nn.Module, optimizer: optim.Optimizer, keep_logits: list | None = None) -> Callable[[mx.array], float]:

@@ -21,6 +21,7 @@ import math
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ WEIGHTED_MODES = ("weighted", "both")
 TERM_MODES = ("faithful", "both")
 CLIP_EPSILON = 1e-6  # as mlx.optimizers.clip_grad_norm, so clipping matches mlx-lm's users' expectations
 TIERS = ("primary", "middle", "consensus")
+PART_NAMES = ("ce", "weighted_ce", "distrust_term", "mean_weight")  # the order of a step's parts vector
 # Settings that change what is learned; a checkpoint made under others is refused on resume.
 RUN_ONLY_KEYS = ("save_every", "keep_last", "log_every", "eval_every", "val_batches", "shuffle_buffer")
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -127,6 +129,25 @@ def build_lora_model(config: Config) -> tuple[nn.Module, Any, dict]:
     return model, tokenizer, adapter_config
 
 
+@contextmanager
+def grad_checkpointing(layer: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """mlx-lm's gradient checkpointing, undone on exit.
+
+    mlx-lm's `grad_checkpoint` replaces `__call__` on the layer's *class*, so it would stay on
+    for every later model of that class in the process (and wrap twice if applied again).
+    """
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    cls = type(layer)
+    original = cls.__call__
+    if enabled:
+        grad_checkpoint(layer)
+    try:
+        yield
+    finally:
+        cls.__call__ = original
+
+
 def file_sha256(path: Path) -> str:
     return ckpt.sha256_file(path)
 
@@ -162,7 +183,14 @@ def resolve_data(config: Config, data_dir: str | Path | None, out_dir: Path) -> 
 
 
 class StepFunctions:
-    """The three graph pieces of an update: loss+grads, the gradient norm, the clipped optimizer step."""
+    """The compiled graph of an update, so a step costs one host sync (reading the metrics afterwards).
+
+    ``fused`` is the whole update of a single micro-batch in one compiled call: loss and gradients,
+    the gradient norm, the finiteness check and the clipped AdamW step, applied through ``mx.where``
+    so a non-finite step leaves adapters, optimizer state and its step counter as they were.
+    Accumulation and data parallelism use ``grad_step`` per micro-batch, then ``apply`` (the same
+    guarded update) on the summed gradients.
+    """
 
     def __init__(self, model: nn.Module, optimizer: optim.Optimizer, mode: str, lambda_weight: float,
                  alpha: float, grad_clip: float, compile_: bool) -> None:
@@ -170,7 +198,7 @@ class StepFunctions:
             logits = model_(inputs)
             total, parts = objective_loss(logits, targets, mask, weights, w_auth, entropy_bits,
                                           mode=mode, lambda_weight=lambda_weight, alpha=alpha)
-            return total * scale, parts
+            return total * scale, mx.stack([parts[name] for name in PART_NAMES])
 
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
@@ -178,21 +206,37 @@ class StepFunctions:
             (loss, parts), grads = value_and_grad(model, *arrays)
             return loss, parts, grads
 
-        def grad_norm(grads):
-            return mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grads)))
-
-        def update(grads, norm):
+        def apply(grads, loss):
+            norm = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for _, g in tree_flatten(grads)))
+            finite = mx.logical_and(mx.isfinite(loss), mx.isfinite(norm))
             if grad_clip > 0:
                 factor = mx.minimum(grad_clip / (norm + CLIP_EPSILON), 1.0)
                 grads = tree_map(lambda g: g * factor, grads)
-            optimizer.update(model, grads)
+            guarded_update(model, optimizer, grads, finite)
+            return norm, finite
+
+        def fused(*arrays):
+            loss, parts, grads = grad_step(*arrays)
+            norm, finite = apply(grads, loss)
+            return mx.concatenate([parts, mx.stack([norm, finite.astype(mx.float32)])])
 
         if compile_:
+            every = [model.state, optimizer.state, mx.random.state]
             grad_state, update_state = [model.state, mx.random.state], [model.state, optimizer.state]
+            fused = partial(mx.compile, inputs=every, outputs=every)(fused)
             grad_step = partial(mx.compile, inputs=grad_state, outputs=grad_state)(grad_step)
-            grad_norm = mx.compile(grad_norm)
-            update = partial(mx.compile, inputs=update_state, outputs=update_state)(update)
-        self.grad_step, self.grad_norm, self.update = grad_step, grad_norm, update
+            apply = partial(mx.compile, inputs=update_state, outputs=update_state)(apply)
+        self.fused, self.grad_step, self.apply = fused, grad_step, apply
+
+
+def guarded_update(model: nn.Module, optimizer: optim.Optimizer, grads: Any, finite: mx.array) -> None:
+    """optimizer.update, kept only where `finite`: otherwise every parameter and state entry keeps its old value."""
+    keep = lambda new, old: mx.where(finite, new, old)  # noqa: E731
+    old_params = model.trainable_parameters()
+    old_state = tree_map(lambda v: v, optimizer.state)  # the update mutates the dict, not the arrays
+    optimizer.update(model, grads)
+    model.update(tree_map(keep, model.trainable_parameters(), old_params))
+    optimizer.state.update(tree_map(keep, optimizer.state, old_state))  # in place: compiled calls hold this dict
 
 
 def make_eval_fn(model: nn.Module, compile_: bool):
@@ -244,13 +288,15 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def part_contributions(pieces: Sequence[tuple[dict, float, float, int]], norms: tuple[float, float, int]) -> np.ndarray:
-    """Each micro-batch's share of the global ce, weighted_ce, distrust_term, mean_weight (summable over ranks)."""
+def part_contributions(pieces: Sequence[tuple[np.ndarray, float, float, int]], norms: tuple[float, float, int]) -> np.ndarray:
+    """Each micro-batch's share of the global ce, weighted_ce, distrust_term, mean_weight (summable over ranks).
+
+    A piece is (parts in PART_NAMES order, its counted tokens, its weight sum, its sample count).
+    """
     tokens_all, weights_all, samples_all = norms
-    total = np.zeros(4)
-    for parts, tokens, weight_sum, samples in pieces:
+    total = np.zeros(len(PART_NAMES))
+    for values, tokens, weight_sum, samples in pieces:
         shares = (tokens / tokens_all, weight_sum / weights_all if weights_all else 0.0, samples / samples_all, samples / samples_all)
-        values = (parts["ce"], parts["weighted_ce"], parts["distrust_term"], parts["mean_weight"])
         total += np.array([float(v) * share for v, share in zip(values, shares)])
     return total
 
@@ -301,10 +347,6 @@ class Trainer:
             self._restore()
         else:
             self._clear_old_checkpoints()
-        if tc.grad_checkpoint:
-            from mlx_lm.tuner.trainer import grad_checkpoint
-
-            grad_checkpoint(self.model.layers[0])
         self.eval_ce = make_eval_fn(self.model, tc.compile)
         self.fns: StepFunctions | None = None
 
@@ -463,39 +505,50 @@ class Trainer:
         mine = records[self.rank :: self.size]
         return [mine[i : i + self.micro_batch] for i in range(0, len(mine), self.micro_batch)]
 
-    def _gradients(self, records: list[Example], norms: tuple[float, float, int]) -> tuple[Any, list]:
-        """Summed scaled gradients of this rank's micro-batches (exactly the global gradient's share)."""
-        weighted = self.mode in WEIGHTED_MODES
-        global_norm = norms[1] if weighted else norms[0]
-        grads, pieces = None, []
-        for micro in self._micro_batches(records):
-            batch = collate(micro)
-            scale = mx.array(normaliser(micro, weighted) / global_norm, dtype=mx.float32)
-            _, parts, micro_grads = self.fns.grad_step(batch.inputs, batch.targets, batch.mask, batch.weights,
-                                                       batch.w_auth, batch.entropy_bits, scale)
+    def _micro_arrays(self, micro: list[Example], global_norm: float) -> tuple[mx.array, ...]:
+        """A micro-batch as the step's arrays; its loss is scaled by its share of the global normaliser."""
+        batch = collate(micro)
+        scale = mx.array(normaliser(micro, self.mode in WEIGHTED_MODES) / global_norm, dtype=mx.float32)
+        return batch.inputs, batch.targets, batch.mask, batch.weights, batch.w_auth, batch.entropy_bits, scale
+
+    def _accumulated_update(self, micros: list[list[Example]], global_norm: float) -> mx.array:
+        """Summed gradients of this rank's micro-batches (and of all ranks), then one guarded update."""
+        grads, loss, parts = None, None, []
+        for micro in micros:
+            micro_loss, micro_parts, micro_grads = self.fns.grad_step(*self._micro_arrays(micro, global_norm))
             grads = micro_grads if grads is None else tree_map(mx.add, grads, micro_grads)
-            pieces.append((parts, normaliser(micro, False), normaliser(micro, True), len(micro)))
-        if self.size > 1:
-            grads = tree_map(lambda g: mx.distributed.all_sum(g), grads)
-        return grads, pieces
+            loss = micro_loss if loss is None else loss + micro_loss
+            parts.append(micro_parts)
+        if self.size > 1:  # summed losses too, so every rank takes the same skip decision
+            grads, loss = tree_map(lambda g: mx.distributed.all_sum(g), grads), mx.distributed.all_sum(loss)
+        norm, finite = self.fns.apply(grads, loss)
+        return mx.concatenate([mx.concatenate(parts), mx.stack([norm, finite.astype(mx.float32)])])
+
+    def _update(self, records: list[Example], norms: tuple[float, float, int]) -> tuple[list, float, bool]:
+        """One guarded update; then a single sync reads every micro-batch's parts, the grad norm and `finite`."""
+        global_norm = norms[1] if self.mode in WEIGHTED_MODES else norms[0]
+        micros = self._micro_batches(records)
+        if len(micros) == 1 and self.size == 1:  # the common case: one compiled call
+            vector = self.fns.fused(*self._micro_arrays(micros[0], global_norm))
+        else:
+            vector = self._accumulated_update(micros, global_norm)
+        mx.eval(vector, self.model.state, self.optimizer.state, mx.random.state)
+        values = np.array(vector, dtype=np.float64)
+        rows = values[:-2].reshape(len(micros), len(PART_NAMES))
+        pieces = [(row, normaliser(m, False), normaliser(m, True), len(m)) for row, m in zip(rows, micros)]
+        return pieces, float(values[-2]), bool(values[-1] == 1.0)
 
     def train_step(self) -> dict:
-        """One optimizer update over the global batch; non-finite loss or gradients skip it."""
+        """One optimizer update over the global batch; a non-finite loss or gradient leaves everything unchanged."""
         started = time.perf_counter()
         records = self._global_batch()
         norms = (normaliser(records, False), normaliser(records, True), len(records))
-        grads, pieces = self._gradients(records, norms)
-        norm = self.fns.grad_norm(grads)
-        mx.eval(norm, [p for p, *_ in pieces])
+        pieces, grad_norm, finite = self._update(records, norms)
         contributions = part_contributions(pieces, norms)
         if self.size > 1:
             contributions = np.array(mx.distributed.all_sum(mx.array(contributions.astype(np.float32)), stream=mx.cpu))
         parts = finish_parts(contributions, self.mode, self.lambda_weight)
-        grad_norm = norm.item()
-        finite = math.isfinite(parts["loss"]) and math.isfinite(grad_norm)
         if finite:
-            self.fns.update(grads, norm)
-            mx.eval(self.model.state, self.optimizer.state)
             self.bad_in_row = 0
             self.trained_tokens += int(norms[0])
         else:
@@ -587,7 +640,14 @@ class Trainer:
             self.save_checkpoint(val["val_loss"] if val else None)
 
     def fit(self) -> TrainResult:
-        """Train to train.steps (from wherever a resume left off) and write the adapters."""
+        """Train to train.steps (from wherever a resume left off) and write the adapters.
+
+        Gradient checkpointing (train.grad_checkpoint) is on for this fit only, not for later models.
+        """
+        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint):
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         from tqdm.auto import tqdm
 
         evals = self._begin()
