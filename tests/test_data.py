@@ -128,3 +128,13 @@ def test_validation_batches_do_not_depend_on_the_training_seed(tokenizer, tmp_pa
     examples, _ = load_examples(write_jsonl(tmp_path / "v.jsonl", records(10)), tokenizer, 64)
     assert [len(b) for b in validation_batches(examples, 4, -1)] == [4, 4, 2]
     assert len(validation_batches(examples, 4, 1)) == 1
+
+
+def test_reading_data_does_not_import_curation():
+    """Training imports yourai.data; curation (dedup, datasketch, scipy) would add tens of MB of RSS."""
+    import subprocess
+    import sys
+
+    code = "import sys, yourai.data; print([m for m in ('yourai.curate', 'datasketch', 'pandas') if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

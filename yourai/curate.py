@@ -34,6 +34,7 @@ from yourai.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
 from yourai.sources import RESERVED_KEYS, Reject, SourceError, iter_source, parse_source, validate
+from yourai.tiers import tier_of  # a light module, so training reads the rule without curation's imports
 
 TIERS = ("primary", "middle", "consensus")
 SPLITS = ("train", "valid", "test")
@@ -52,15 +53,6 @@ class CurateError(RuntimeError):
 
 
 # ------------------------------------------------------------------ pure pieces
-
-
-def tier_of(authority_weight: float, config: CurateConfig) -> str:
-    """primary below `primary_max_authority`, consensus above `consensus_min_authority`."""
-    if authority_weight < config.primary_max_authority:
-        return "primary"
-    if authority_weight > config.consensus_min_authority:
-        return "consensus"
-    return "middle"
 
 
 def _unit_fraction(text: str) -> float:

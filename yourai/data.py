@@ -26,8 +26,8 @@ import mlx.core as mx
 import numpy as np
 
 from yourai.config import CurateConfig
-from yourai.curate import tier_of
 from yourai.distrust import distrust_weights, validate_metadata
+from yourai.tiers import tier_of
 
 TIERS = ("primary", "middle", "consensus")
 PAD_MULTIPLE = 32  # as mlx-lm: padded lengths come in few shapes, so a compiled step recompiles rarely
