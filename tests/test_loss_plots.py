@@ -95,3 +95,12 @@ def test_panel_widget_redraws_when_a_slider_moves(monkeypatch):
     sliders["scheme"].value = "roemmele"
     sliders["alpha"].value = 2.5
     assert drawn[-1] == {"alpha": 2.5, "lambda_weight": 0.6, "scheme": "roemmele", "cap": 30.0}
+    image = panel.children[1]
+    assert image.value[:8] == b"\x89PNG\r\n\x1a\n"  # the figure itself, not an Output widget capture
+
+
+def test_panel_sliders_start_exactly_on_the_given_values():
+    panel = loss_plots.panel_widget(W_AUTH, ENTROPY_BITS, SOURCES, alpha=2.7, lambda_weight=0.6,
+                                    scheme="monotone", cap=30.0)
+    values = {control.description: control.value for control in panel.children[0].children}
+    assert values == {"alpha": 2.7, "lambda": 0.6, "scheme": "monotone", "cap": 30.0}

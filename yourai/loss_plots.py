@@ -5,6 +5,8 @@ Thin plotting and table code around :mod:`yourai.distrust`; the arithmetic lives
 
 from __future__ import annotations
 
+import io
+import threading
 from typing import Any, Sequence
 
 import matplotlib.pyplot as plt
@@ -118,26 +120,56 @@ def draw_panel(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Seque
     return figure
 
 
+CAP_CHOICES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0, 300.0, 1000.0)
+
+
+def _grid(low: float, high: float, step: float, value: float) -> list[float]:
+    """Slider positions rounded to the step, always holding `value` exactly.
+
+    Float sliders snap and echo values such as 2.6999999999999997 back to the kernel on
+    first display, which triggers redraws before the user touches anything.
+    """
+    points = {round(low + step * i, 6) for i in range(int(round((high - low) / step)) + 1)}
+    return sorted(points | {float(value)})
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
 def panel_widget(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Sequence[str], *, alpha: float,
                  lambda_weight: float, scheme: str, cap: float) -> Any:
-    """Sliders for alpha, lambda, scheme and cap that redraw :func:`draw_panel` as they move (JupyterLab)."""
+    """Sliders for alpha, lambda, scheme and cap that redraw :func:`draw_panel` as they move (JupyterLab).
+
+    The figure goes into an `ipywidgets.Image` rather than an Output widget: under ipykernel 7
+    an Output widget can lose outputs produced from widget callbacks, leaving a blank panel.
+    A lock keeps overlapping callbacks from drawing at once.
+    """
     import ipywidgets as widgets  # only the interactive path needs it
-    from IPython.display import display
 
     controls = {
-        "alpha": widgets.FloatSlider(value=alpha, min=2.3, max=3.0, step=0.05, description="alpha"),
-        "lambda_weight": widgets.FloatSlider(value=lambda_weight, min=0.0, max=2.0, step=0.05, description="lambda"),
+        "alpha": widgets.SelectionSlider(options=_grid(2.3, 3.0, 0.05, alpha), value=float(alpha), description="alpha"),
+        "lambda_weight": widgets.SelectionSlider(options=_grid(0.0, 2.0, 0.05, lambda_weight),
+                                                 value=float(lambda_weight), description="lambda"),
         "scheme": widgets.Dropdown(options=list(SCHEMES), value=scheme, description="scheme"),
-        "cap": widgets.FloatLogSlider(value=cap, base=10, min=0, max=3, step=0.05, description="cap"),
+        "cap": widgets.SelectionSlider(options=sorted(set(CAP_CHOICES) | {float(cap)}), value=float(cap),
+                                       description="cap"),
     }
+    image = widgets.Image(format="png")
+    lock = threading.Lock()
 
-    def redraw(**settings: Any) -> None:
-        figure = draw_panel(w_auth, entropy_bits, source_types, **settings)
-        display(figure)  # into the Output widget; closing keeps the inline backend from drawing it twice
-        plt.close(figure)
+    def redraw(_change: Any = None) -> None:
+        with lock:
+            settings = {name: control.value for name, control in controls.items()}
+            image.value = _png(draw_panel(w_auth, entropy_bits, source_types, **settings))
 
-    output = widgets.interactive_output(redraw, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), output])
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([widgets.HBox(list(controls.values())), image])
 
 
 def is_interactive_session() -> bool:
