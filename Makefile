@@ -20,8 +20,11 @@ install: $(STAMP)
 model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 
+# doctor, a short generation from the embedded default (built on first use, ~1 min),
+# then all six notebooks under papermill → runs/$(NAME)/summary.md
 demo: $(STAMP)
 	$(VENV)/bin/yourai doctor
+	$(VENV)/bin/yourai generate --prompt "The specimen was weighed and" --max-tokens 40
 	$(VENV)/bin/yourai run --name $(NAME)
 
 test: $(STAMP)
