@@ -60,3 +60,23 @@ def test_in_a_kernel_one_display_is_updated_in_place_and_throttled(tmp_path, mon
     assert len(shown) == 1  # one output, ever
     assert shown[0].updates == 1  # throttled: first draw, then only the final one
     assert (tmp_path / "loss.png").is_file()
+
+
+def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
+    """A kernel's inline backend must survive a live plot, or later figures show only text."""
+    import matplotlib
+
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")  # any backend other than Agg: rendering must not switch away from it
+    try:
+        before = matplotlib.get_backend()
+        plot = live.LivePlot(tmp_path / "loss.png")
+        for i in range(1, 4):
+            plot.on_step_end(i, step(i))
+        plot.on_train_end({})
+        after = matplotlib.get_backend()
+    finally:
+        matplotlib.use(original)
+    assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
+    assert after == before
+    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()

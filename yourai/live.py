@@ -32,13 +32,17 @@ def in_ipython() -> bool:
 
 
 def render(history: list[dict], evals: list[dict], title: str = "") -> bytes:
-    """The figure as PNG bytes: loss parts + validation per tier (left), memory (right)."""
-    import matplotlib
+    """The figure as PNG bytes: loss parts + validation per tier (left), memory (right).
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Drawn on a bare Figure with its own Agg canvas: no pyplot and no `matplotlib.use`, so the
+    notebook's backend (inline) and its later figures are left alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    figure, (loss_ax, memory_ax) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=FIGURE_DPI)
+    figure = Figure(figsize=(9, 3.2), dpi=FIGURE_DPI)
+    FigureCanvasAgg(figure)
+    loss_ax, memory_ax = figure.subplots(1, 2)
     for key in LOSS_PARTS:
         points = [(m["step"], m[key]) for m in history if m.get(key) is not None]
         if points:
@@ -58,7 +62,6 @@ def render(history: list[dict], evals: list[dict], title: str = "") -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=FIGURE_DPI)
-    plt.close(figure)
     return buffer.getvalue()
 
 
