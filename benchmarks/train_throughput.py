@@ -11,7 +11,10 @@ Achieved FLOP/s uses the LoRA estimate 4 * N_matmul per token (forward 2N, input
 frozen base needs no weight gradients; attention scores ignored) against an MLX float32 matmul
 ceiling measured in the same run. Targets: >= 1.10x mlx-lm tokens/s, <= 1.0x its peak RSS.
 
-    python benchmarks/train_throughput.py [--repeats 3] [--steps 30] [--batch 8] [--seq 256]
+With ``--aa`` a second, identical ``yourai plain`` arm runs too: its ratio to the first is the
+noise floor of this machine (an A/A check), to judge the other ratios by.
+
+    python benchmarks/train_throughput.py [--repeats 3] [--steps 30] [--batch 8] [--seq 256] [--aa]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ REPORT_EVERY = 5  # mlx-lm reports tokens/s per window of this many steps
 TARGET_SPEED, TARGET_RSS = 1.10, 1.0
 MATMUL_SIZE = 512
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}
+AA_ARM = "yourai plain A/A"
 
 OURS = r'''
 import json, resource, sys, statistics
@@ -132,8 +136,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--aa", action="store_true", help="add a second 'yourai plain' arm (A/A noise check)")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {"yourai plain": [], "yourai weighted": [], "mlx_lm.lora": []}
+    if args.aa:
+        results[AA_ARM] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = text_dataset(Path(tmp))
         common = {"data": str(data), "steps": args.steps, "batch": args.batch, "seq": args.seq, "skip": SKIP_STEPS}
@@ -144,7 +151,7 @@ def main() -> None:
                 if arm == "mlx_lm.lora":
                     row = run_arm(PEER, {**common, "out": out, "every": REPORT_EVERY, "lora": LORA})
                 else:
-                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]})
+                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]})  # A/A arm: "plain"
                 results[arm].append(row)
                 print(f"  repeat {repeat} {arm:16s} {row['tokens_per_s']:8.0f} tokens/s  peak RSS {row['peak_rss_mb']:6.0f} MB")
     ceiling = matmul_ceiling_flops()
@@ -160,6 +167,13 @@ def main() -> None:
     ours = medians["yourai plain"]
     print(f"\ntargets: speed >= {TARGET_SPEED:.2f}x -> {ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x; "
           f"RSS <= {TARGET_RSS:.2f}x -> {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x")
+    if AA_ARM in medians:
+        twin = medians[AA_ARM]
+        print(f"A/A (identical yourai arms): {twin['tokens_per_s'] / ours['tokens_per_s']:.2f}x tokens/s, "
+              f"{twin['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x RSS; per-repeat spread of each arm:")
+        for arm, rows in results.items():
+            rates = [r["tokens_per_s"] for r in rows]
+            print(f"  {arm:16s} tokens/s min {min(rates):8.0f}  max {max(rates):8.0f}  ({max(rates) / min(rates) - 1:.0%})")
 
 
 if __name__ == "__main__":
