@@ -28,6 +28,7 @@ from mlx.utils import tree_flatten
 from yourai.paths import default_model_dir, sample_corpus_path
 
 EOS_TOKEN = "<|endoftext|>"
+UNLIMITED_TOKENS = 1_000_000_000  # tokenizer_config model_max_length: "no limit"
 
 
 @dataclass(frozen=True)
@@ -186,13 +187,15 @@ def _pretrain(model: nn.Module, stream: np.ndarray, spec: TinyModelSpec, seed: i
     return losses
 
 
-def _write_tokenizer(tokenizer, out_dir: Path, max_length: int) -> None:
+def _write_tokenizer(tokenizer, out_dir: Path) -> None:
     tokenizer.save(str(out_dir / "tokenizer.json"))
+    # Whole documents are tokenised before the trainer windows them, so the tokenizer itself
+    # sets no length limit (transformers would warn on every document above it).
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "eos_token": EOS_TOKEN,
         "pad_token": EOS_TOKEN,
-        "model_max_length": max_length,
+        "model_max_length": UNLIMITED_TOKENS,
         "clean_up_tokenization_spaces": False,
     }
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -268,7 +271,7 @@ def build_tiny_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     save_mlx_model(model, config, staging)
-    _write_tokenizer(tokenizer, staging, spec.max_position_embeddings)
+    _write_tokenizer(tokenizer, staging)
     (staging / "build_info.json").write_text(json.dumps(report, indent=2) + "\n")
     if out_dir.exists():
         shutil.rmtree(out_dir)
