@@ -27,6 +27,7 @@ import numpy as np
 
 from yourai.config import CurateConfig
 from yourai.distrust import distrust_weights, validate_metadata
+from yourai.jsonl import iter_jsonl as _iter_jsonl
 from yourai.tiers import tier_of
 
 TIERS = ("primary", "middle", "consensus")
@@ -81,18 +82,8 @@ class Batch:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, record) for each non-blank line; bad JSON raises naming file and line."""
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{line_number}: invalid JSON: {err.msg}") from err
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
+    """(line number, record) for each non-blank line; bad JSON raises DataError naming file and line."""
+    return _iter_jsonl(path, DataError)
 
 
 def record_text(record: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten
 
+from yourai.jsonl import iter_jsonl
 from yourai.paths import default_model_dir, sample_corpus_path
 
 EOS_TOKEN = "<|endoftext|>"
@@ -81,16 +82,11 @@ def ensure_default_model(out_dir: Path | None = None) -> Path:
 def read_corpus_texts(corpus: str | Path | Iterable[str]) -> list[str]:
     """Texts from a JSONL corpus (the `text` field) or from an iterable of strings."""
     if isinstance(corpus, (str, Path)):
-        path = Path(corpus)
         texts = []
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                if not isinstance(record.get("text"), str) or not record["text"].strip():
-                    raise ValueError(f"{path}:{line_number}: field 'text' must be a non-empty string")
-                texts.append(record["text"])
+        for line_number, record in iter_jsonl(corpus):
+            if not isinstance(record.get("text"), str) or not record["text"].strip():
+                raise ValueError(f"{corpus}:{line_number}: field 'text' must be a non-empty string")
+            texts.append(record["text"])
         return texts
     return [str(text) for text in corpus]
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from yourai.jsonl import iter_jsonl
 from yourai.paths import PROJECT_ROOT, shared_dir
 
 # Normalised CSV header → field; headers are compared lower-cased with spaces as underscores,
@@ -178,15 +179,8 @@ def load_hf_jsonl(path: str | Path) -> list[TQAItem]:
     """Read the HF `multiple_choice` layout, one JSON object per line (blank lines allowed)."""
     path = Path(path)
     items = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: invalid JSON: {error.msg}") from error
-            items.append(_mc_record_item(f"{path}:{line_number}", record, False))
+    for line_number, record in iter_jsonl(path):
+        items.append(_mc_record_item(f"{path}:{line_number}", record, False))
     if not items:
         raise ValueError(f"{path}: no records")
     return items
