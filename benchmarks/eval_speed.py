@@ -10,6 +10,7 @@ script fails otherwise); it prints questions/s for each and the ratio (target â‰
 
 from __future__ import annotations
 
+import yourai  # noqa: F401  (first: preloads OpenBLAS before mlx; see yourai/_blas.py)
 import argparse
 import sys
 import tempfile

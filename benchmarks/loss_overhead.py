@@ -11,6 +11,7 @@ alone produces, so a ratio can be read against it.
 
 from __future__ import annotations
 
+import yourai  # noqa: F401  (first: preloads OpenBLAS before mlx; see yourai/_blas.py)
 import argparse
 import statistics
 import time

@@ -70,8 +70,16 @@ CELL_REPORT_JS = """() => {
 }"""
 
 
+@pytest.fixture(scope="module")
+def default_model() -> Path:
+    """Build (or find) the embedded default before the browser's clock starts, not inside the kernel."""
+    from yourai.models import ensure_default_model
+
+    return ensure_default_model()
+
+
 @pytest.fixture
-def lab_server(tmp_path: Path) -> Iterator[LabServer]:
+def lab_server(tmp_path: Path, default_model: Path) -> Iterator[LabServer]:
     """JupyterLab serving a tmp copy of notebook 03, laid out so its ../data and ../runs paths resolve."""
     root = tmp_path / "lab-root"
     (root / "notebooks").mkdir(parents=True)
