@@ -131,3 +131,12 @@ def test_default_model_learned_the_corpus_and_loads_in_mlx_lm():
     model, tokenizer = load(str(model_dir))  # plain mlx-lm, none of our code
     text = generate(model, tokenizer, prompt="The specimen was", max_tokens=16)
     assert isinstance(text, str) and len(tokenizer.encode(text)) >= 4
+
+
+@pytest.mark.slow
+def test_generate_cli_prints_prompt_and_continuation(capsys):
+    from yourai.cli import main
+
+    assert main(["generate", "--prompt", "The specimen was", "--max-tokens", "12", "--temp", "0"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith("The specimen was") and len(printed) > len("The specimen was") + 5

@@ -482,7 +482,7 @@ def import_llama2c_main(argv: list[str]) -> int:
 
 def generate_main(argv: list[str]) -> int:
     """`yourai generate [--model M] [--adapter DIR] [--prompt TEXT] [--max-tokens N] [--temp T]`."""
-    from mlx_lm import generate
+    from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_sampler
 
     parser = argparse.ArgumentParser(prog="yourai generate", description="generation through mlx-lm")
@@ -496,6 +496,10 @@ def generate_main(argv: list[str]) -> int:
     model, tokenizer = load_model(args.model, args.adapter)
     mx.random.seed(args.seed)
     sampler = make_sampler(temp=args.temp, top_p=0.9 if args.temp > 0 else 0.0)
-    text = generate(model, tokenizer, prompt=args.prompt, max_tokens=args.max_tokens, sampler=sampler)
-    print(args.prompt + text)
+    prompt_ids = tokenizer.encode(args.prompt)
+    new_ids = [response.token for response in stream_generate(
+        model, tokenizer, prompt=prompt_ids, max_tokens=args.max_tokens, sampler=sampler)]
+    # Decode prompt and continuation together: the streaming detokenizer trims the first
+    # token's leading space, which would glue the continuation onto the prompt's last word.
+    print(tokenizer.decode(prompt_ids + new_ids))
     return 0
