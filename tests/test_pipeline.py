@@ -89,3 +89,13 @@ def test_stage_parameters_point_06_at_the_adapter_of_04(tmp_path):
     parameters = stage_parameters("06", load_config(), tmp_path, None, {})
     assert parameters["adapter"] == str(tmp_path / "04" / "adapters")
     assert parameters["run_dir"] == str(tmp_path)
+
+
+def test_summary_headline_picks_the_stage_numbers_that_exist():
+    from yourai.pipeline import headline
+
+    summary = {"leak": {"slope_mb_per_step": 0.003, "leaking": False}, "parameters": {"steps": 30}}
+    assert headline("05", summary) == [("leak.slope_mb_per_step", 0.003), ("leak.leaking", False)]
+    assert headline("99", {"a": 1, "b": {"c": 2.5}, "d": "text"}) == [("a", 1), ("b.c", 2.5)]
+    with_ci = headline("02", {"n_docs": 3, "auc": {"with metadata": {"authority_auc": [0.9, 0.8, 0.95]}}})
+    assert with_ci == [("n_docs", 3), ("auc.with metadata.authority_auc", [0.9, 0.8, 0.95])]

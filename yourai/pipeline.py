@@ -31,6 +31,21 @@ STAGE_TITLES = {
 }
 
 
+# The numbers summary.md leads with, per stage (dotted paths into NN/summary.json); a stage
+# whose summary lacks them falls back to its first scalar values.
+HEADLINES = {
+    "01": ("records_in", "records_out", "reconciled", "splits.train", "splits.valid", "contamination_dropped"),
+    "02": ("n_docs", "n_rejected", "auc.with metadata.authority_auc", "auc.with metadata.entropy_auc",
+           "auc.text only.authority_auc", "auc.text only.entropy_auc"),
+    "03": ("anchor_30x.ratio", "gradient_check.max_abs_dgrad_faithful", "gradient_check.max_abs_dgrad_weighted"),
+    "04": ("faithful_bit_identical_to_plain", "gap_plain_mean", "gap_weighted_mean",
+           "gap_change_weighted_minus_plain_mean", "gap_change_weighted_minus_plain_ci95", "val_loss", "tokens_per_s"),
+    "05": ("leak.slope_mb_per_step", "leak.low", "leak.high", "leak.leaking", "monitor_overhead.overhead_fraction"),
+    "06": ("n", "base.mc1.mean", "base.mc2.mean", "adapter.mc1.mean", "adapter.mc2.mean",
+           "delta.mc2.delta", "delta.mc2.p_value"),
+}
+
+
 @dataclass
 class StageResult:
     stage: str
@@ -164,11 +179,29 @@ def write_summaries(run_dir: Path, name: str, results: list[StageResult]) -> Pat
     (run_dir / "summary.json").write_text(json.dumps({"name": name, "stages": stages}, indent=2, default=str) + "\n")
     lines = [f"# yourai run `{name}`", "", "| stage | status | time (s) | key numbers |", "|---|---|---|---|"]
     for r in results:
-        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in _scalars(r.summary)) or (r.error or "")
+        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in headline(r.stage, r.summary)) or (r.error or "")
         lines.append(f"| {r.stage} {STAGE_TITLES.get(r.stage, '')} | {r.status} | {r.seconds:.1f} | {numbers} |")
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def headline(stage: str, summary: dict) -> list[tuple[str, Any]]:
+    """The stage's headline numbers that are present, else its first scalar values."""
+    found = [(key, _lookup(summary, key)) for key in HEADLINES.get(stage, ())]
+    found = [(key, value) for key, value in found if value is not None]
+    return found or _scalars(summary)
+
+
+def _lookup(summary: dict, dotted: str) -> Any:
+    node: Any = summary
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, list) and node and all(isinstance(v, (int, float)) for v in node):
+        return node  # e.g. [estimate, ci_low, ci_high]
+    return node if isinstance(node, (int, float, bool)) else None
 
 
 def _scalars(summary: dict, prefix: str = "", limit: int = 12) -> list[tuple[str, Any]]:
@@ -185,6 +218,9 @@ def _scalars(summary: dict, prefix: str = "", limit: int = 12) -> list[tuple[str
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        head, *rest = value
+        return _fmt(head) + (f" [{', '.join(_fmt(v) for v in rest)}]" if rest else "")
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
