@@ -518,3 +518,12 @@ def test_hub_loader_fails_with_a_clear_error_when_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"hub:truthfulqa/truthful_qa: could not download"):
         load_truthfulqa("hub:truthfulqa/truthful_qa")
+
+
+def test_delta_errorbars_are_distances_from_the_delta_to_its_ci():
+    from yourai.truthfulqa import delta_errorbars
+
+    comparison = {"mc1": {"delta": 0.1, "ci": [0.0, 0.3]}, "mc2": {"delta": -0.2, "ci": [-0.5, 0.1]}}
+    names, deltas, errors = delta_errorbars(comparison)
+    assert names == ["mc1", "mc2"] and deltas == [0.1, -0.2]
+    assert errors == [pytest.approx([0.1, 0.3]), pytest.approx([0.2, 0.3])]

@@ -582,6 +582,15 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def delta_errorbars(comparison: dict[str, Any]) -> tuple[list[str], list[float], list[list[float]]]:
+    """(metrics, deltas, [[below], [above]]) for matplotlib's errorbar from a results `comparison` block."""
+    metrics = list(comparison)
+    deltas = [comparison[m]["delta"] for m in metrics]
+    below = [delta - comparison[m]["ci"][0] for m, delta in zip(metrics, deltas)]
+    above = [comparison[m]["ci"][1] - delta for m, delta in zip(metrics, deltas)]
+    return metrics, deltas, [below, above]
+
+
 def results_frame(results: dict[str, Any]) -> Any:
     """Models × metrics (mean, CI) as a DataFrame for notebooks; a "delta" row when there is an adapter."""
     import pandas as pd
