@@ -16,7 +16,6 @@ only two floats per record, needed to normalise the weights over the whole datas
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from yourai.config import Config, load_config, to_dict
+from yourai.config import Config, load_config
 from yourai.paths import PROJECT_ROOT
 
 STAGE_TITLES = {
