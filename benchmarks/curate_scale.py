@@ -54,7 +54,7 @@ def generate(path: Path, n_records: int, seed: int = 0) -> None:
 def child(n_records: int, work_dir: Path) -> None:
     """Generate, curate, and print one JSON line with throughput and peak RSS of this process."""
     from yourai.config import load_config
-    from yourai.curate import curate
+    from yourai.data.curate import curate
 
     source = work_dir / f"gen_{n_records}.jsonl"
     generate(source, n_records)

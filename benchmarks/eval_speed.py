@@ -20,10 +20,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from yourai import truthfulqa as tqa
-from yourai.models import import_llama2c, load_model
+from yourai.eval import truthfulqa as tqa
+from yourai.eval.results import select_items
+from yourai.models import load_model
+from yourai.models.llama2c import import_llama2c
 from yourai.paths import shared_dir
-from yourai.tqa_data import load_truthfulqa
+from yourai.eval.tqa_data import load_truthfulqa
 
 LL_TOLERANCE = 1e-4  # float32 sums over different op orders; anything larger is a real discrepancy
 
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work_dir:
         model, tokenizer = load_model(resolve_model(args.model, Path(work_dir)))
-    items = tqa.select_items(load_truthfulqa(args.data), args.limit)
+    items = select_items(load_truthfulqa(args.data), args.limit)
     options = tqa.EvalOptions(progress=False)
     tqa.score_mc(model, tokenizer, items[:1], options)  # warm-up: first-call allocations are not the method
     ours, ours_s = timed(tqa.score_mc, model, tokenizer, items, options)

@@ -25,7 +25,8 @@ from mlx_lm.models import llama
 from mlx_lm.tuner.trainer import default_loss
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from yourai.distrust import DEFAULT_ALPHA, DEFAULT_LAMBDA, distrust_weights, objective_loss
+from yourai.formula import DEFAULT_ALPHA, DEFAULT_LAMBDA
+from yourai.loss import distrust_weights, objective_loss
 
 SEED = 0
 WARMUP_STEPS = 3  # compile + allocator warm-up, excluded from the medians

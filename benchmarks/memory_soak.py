@@ -20,8 +20,9 @@ import time
 
 import yourai  # noqa: F401  (before mlx: preloads OpenBLAS)
 from yourai.config import load_config
-from yourai.memory_profile import MemoryOverheadMeter, leak_summary
-from yourai.train import Trainer
+from yourai.notebook.memory_profile import MemoryOverheadMeter, leak_summary
+from yourai.notebook.experiments import resolve_data
+from yourai.train import MemoryCallback, Trainer
 
 TARGET_SLOPE_MB_PER_STEP = 0.1  # issue 8: no measurable creep after warm-up
 TARGET_OVERHEAD = 0.01  # issue 8: monitor + guard below 1 % of a step
@@ -46,12 +47,15 @@ def soak(args: argparse.Namespace, out_dir: str) -> dict:
     overrides = [f"model.path={args.model}", f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
                  f"train.max_seq_length={args.seq_len}", f"train.eval_every={args.steps}",
                  f"train.save_every={args.steps}", "train.val_batches=1", f"memory.leak_warmup_steps={args.warmup}"]
-    trainer = Trainer(load_config(None, overrides), out_dir, progress=False)
-    meter = MemoryOverheadMeter.attach(trainer)
+    config = load_config(None, overrides)
+    memory = MemoryCallback.from_config(config.memory)
+    meter = MemoryOverheadMeter(memory)
+    data_dir = resolve_data(config, None, out_dir)
+    trainer = Trainer(config, out_dir, data_dir=data_dir, callbacks=[memory, meter], progress=False)
     started = time.perf_counter()
     trainer.fit()
     wall_s = time.perf_counter() - started
-    monitor = trainer.memory.monitor
+    monitor = memory.monitor
     trace = monitor.to_frame().dropna(subset=["step"])
     after = trace[trace["step"] >= trace["step"].min() + args.warmup]
     return {

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable
 
 from yourai.paths import shared_dir
-from yourai.scoring import Rejected, load_corpora, score_many
+from yourai.notebook.scoring_tables import load_corpora
+from yourai.scoring import Rejected, score_many
 from yourai.stats import roc_auc
 
 REFERENCE_MB_S, REFERENCE_DOCS_S = 0.73, 107  # anchor_your_ai.md §2, measured on this machine kind

@@ -88,7 +88,7 @@ print(json.dumps({"tokens_per_s": sum(steady) / len(steady),
 def text_dataset(out: Path) -> Path:
     """The curated sample corpus, reduced to {"text"} records (what both trainers read alike)."""
     from yourai.config import load_config
-    from yourai.curate import curate
+    from yourai.data.curate import curate
 
     curated = out / "curated"
     curate(None, curated, load_config().curate)

@@ -9,7 +9,9 @@ import nbformat
 import pytest
 
 from yourai.config import load_config
-from yourai.pipeline import cli_main, discover_stages, run_pipeline, select_stages, stage_parameters
+from yourai.cli.run import cli_main
+from yourai.notebook.summaries import write_summary
+from yourai.pipeline import discover_stages, headline, run_pipeline, select_stages, stage_parameters
 
 
 def _notebook(path: Path, parameters: str, body: str) -> None:
@@ -91,11 +93,13 @@ def test_stage_parameters_point_06_at_the_adapter_of_04(tmp_path):
     assert parameters["run_dir"] == str(tmp_path)
 
 
-def test_summary_headline_picks_the_stage_numbers_that_exist():
-    from yourai.pipeline import headline
+def test_summary_headline_is_the_block_the_stage_wrote(tmp_path):
+    written = write_summary(tmp_path, {"leak": {"slope_mb_per_step": 0.003}, "parameters": {"steps": 30}},
+                            {"leak slope MB/step": [0.003, 0.001, 0.005], "leaking": False})
+    assert headline(json.loads((tmp_path / "summary.json").read_text())) == \
+        [("leak slope MB/step", [0.003, 0.001, 0.005]), ("leaking", False)]
+    assert list(written)[0] == "headline"  # first in the file, for people reading it
 
-    summary = {"leak": {"slope_mb_per_step": 0.003, "leaking": False}, "parameters": {"steps": 30}}
-    assert headline("05", summary) == [("leak.slope_mb_per_step", 0.003), ("leak.leaking", False)]
-    assert headline("99", {"a": 1, "b": {"c": 2.5}, "d": "text"}) == [("a", 1), ("b.c", 2.5)]
-    with_ci = headline("02", {"n_docs": 3, "auc": {"with metadata": {"authority_auc": [0.9, 0.8, 0.95]}}})
-    assert with_ci == [("n_docs", 3), ("auc.with metadata.authority_auc", [0.9, 0.8, 0.95])]
+
+def test_summary_without_a_headline_falls_back_to_its_first_numbers():
+    assert headline({"a": 1, "b": {"c": 2.5}, "d": "text"}) == [("a", 1), ("b.c", 2.5)]

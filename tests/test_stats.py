@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from yourai.stats import bootstrap_auc_ci, roc_auc
+from yourai.stats import (bootstrap_auc_ci, bootstrap_mean_ci, kendall_s_variance, paired_comparison, roc_auc,
+                          sign_flip_p_value, theil_sen)
 
 
 def test_perfect_and_inverted_separation() -> None:
@@ -41,3 +42,91 @@ def test_bootstrap_ci_brackets_point_and_is_seeded() -> None:
 def test_bootstrap_rejects_bad_confidence() -> None:
     with pytest.raises(ValueError, match="confidence"):
         bootstrap_auc_ci([1.0], [0.0], confidence=1.5)
+
+
+def test_theil_sen_recovers_known_slope_under_noise():
+    rng = np.random.default_rng(1)
+    steps = np.arange(200, dtype=float)
+    rss = 500.0 + 0.75 * steps + rng.normal(0.0, 4.0, steps.size)
+    slope, low, high, intercept = theil_sen(steps, rss)
+    assert slope == pytest.approx(0.75, abs=0.03)
+    assert low < 0.75 < high
+    assert high - low < 0.1
+    assert intercept == pytest.approx(500.0, abs=3.0)
+
+
+def test_theil_sen_ignores_spikes_that_pull_least_squares():
+    rng = np.random.default_rng(2)
+    steps = np.arange(150, dtype=float)
+    rss = 800.0 + 0.2 * steps + rng.normal(0.0, 1.0, steps.size)
+    rss[-15:] += 400.0  # a late burst (e.g. an eval pass) is not a per-step leak
+    least_squares = np.polyfit(steps, rss, 1)[0]
+    slope, low, high, _ = theil_sen(steps, rss)
+    assert abs(least_squares - 0.2) > 0.5
+    assert slope == pytest.approx(0.2, abs=0.05)
+
+
+def test_theil_sen_interval_covers_true_slope_about_95_percent_of_the_time():
+    true_slope, hits, trials = -0.3, 0, 300
+    steps = np.arange(40, dtype=float)
+    for seed in range(trials):
+        rng = np.random.default_rng(seed)
+        _, low, high, _ = theil_sen(steps, true_slope * steps + rng.normal(0.0, 2.0, steps.size))
+        hits += low <= true_slope <= high
+    assert 0.91 <= hits / trials <= 0.99
+
+
+def test_theil_sen_flat_page_quantised_trace_has_zero_slope():
+    rng = np.random.default_rng(3)
+    page_mb = 4096 / 2**20  # one 4 KiB page in MiB
+    rss = 900.0 + page_mb * rng.integers(0, 3, 100)  # RSS moves by whole pages, ties everywhere
+    slope, low, high, _ = theil_sen(np.arange(100), rss)
+    assert slope == 0.0
+    assert low <= 0.0 <= high
+
+
+def test_kendall_variance_without_ties_is_the_textbook_formula():
+    n = 30
+    x, y = np.arange(n, dtype=float), np.random.default_rng(4).permutation(n).astype(float)
+    assert kendall_s_variance(x, y) == pytest.approx(n * (n - 1) * (2 * n + 5) / 18)
+
+
+def test_kendall_variance_shrinks_with_ties():
+    x = np.arange(20, dtype=float)
+    tied = np.repeat(np.arange(5, dtype=float), 4)
+    assert kendall_s_variance(x, tied) < kendall_s_variance(x, x)
+
+
+@pytest.mark.parametrize(
+    "x, y, match",
+    [([1, 2, 3], [1, 2], "equal length"), ([2, 2, 2], [1, 2, 3], "distinct x")],
+)
+def test_theil_sen_rejects_bad_input(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        theil_sen(x, y)
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_questions():
+    rng = np.random.default_rng(3)
+    small, large = rng.binomial(1, 0.3, 50), rng.binomial(1, 0.3, 800)
+    low_s, high_s = bootstrap_mean_ci(small, n_resamples=2000)
+    low_l, high_l = bootstrap_mean_ci(large, n_resamples=2000)
+    assert low_s <= small.mean() <= high_s and low_l <= large.mean() <= high_l
+    assert high_l - low_l < high_s - low_s
+    assert bootstrap_mean_ci(small, n_resamples=2000) == (low_s, high_s)  # seeded: reproducible
+
+
+def test_sign_flip_test_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(4)
+    assert sign_flip_p_value(rng.normal(0.5, 1.0, 200), n_permutations=2000) < 0.01
+    assert sign_flip_p_value(rng.normal(0.0, 1.0, 200), n_permutations=2000) > 0.01
+    assert sign_flip_p_value(np.zeros(10)) == 1.0
+    assert sign_flip_p_value([1.0, -1.0], n_permutations=500) == 1.0  # every flip is as extreme
+
+
+def test_paired_comparison_reports_adapter_minus_base():
+    base, adapter = [0.0, 0.0, 1.0, 0.0] * 25, [1.0, 0.0, 1.0, 1.0] * 25
+    result = paired_comparison(base, adapter)
+    assert result["delta"] == pytest.approx(0.5) and result["ci"][0] > 0 and result["p_value"] < 0.01
+    with pytest.raises(ValueError):
+        paired_comparison([1.0], [1.0, 0.0])

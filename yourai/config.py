@@ -17,7 +17,10 @@ from typing import Any, Iterable, Mapping, Union
 
 import yaml
 
+from yourai.formula import (ALPHA_RANGE, AUTHORITY_RANGE, DEFAULT_ALPHA, DEFAULT_LAMBDA, DEFAULT_WEIGHT_CAP,
+                            OBJECTIVES, SCHEMES)
 from yourai.paths import configs_dir
+from yourai.tiers import CONSENSUS_MIN_AUTHORITY, PRIMARY_MAX_AUTHORITY
 
 
 class _Loader(yaml.SafeLoader):
@@ -80,8 +83,8 @@ class CurateConfig:
     chunk_overlap_words: int = _bounded(40, 0, None)
     near_dup_threshold: float = _bounded(0.85, 0.0, 1.0)
     minhash_perm: int = _bounded(64, 16, 1024)
-    primary_max_authority: float = _bounded(0.3, 0.0, 0.99)
-    consensus_min_authority: float = _bounded(0.7, 0.0, 0.99)
+    primary_max_authority: float = _bounded(PRIMARY_MAX_AUTHORITY, *AUTHORITY_RANGE)
+    consensus_min_authority: float = _bounded(CONSENSUS_MIN_AUTHORITY, *AUTHORITY_RANGE)
     balance: bool = True
     tiers: TierTargets = field(default_factory=TierTargets)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -96,13 +99,13 @@ class ScoringConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    objective: str = _choice("weighted", "plain", "faithful", "weighted", "both")
-    alpha: float = _bounded(2.7, 2.3, 3.0)
-    lambda_weight: float = _bounded(0.6, 0.0, 10.0)
+    objective: str = _choice("weighted", *OBJECTIVES)
+    alpha: float = _bounded(DEFAULT_ALPHA, *ALPHA_RANGE)
+    lambda_weight: float = _bounded(DEFAULT_LAMBDA, 0.0, 10.0)
     auto_lambda: bool = False
     auto_lambda_target_ratio: float = _bounded(0.3, 0.0, 10.0)
-    scheme: str = _choice("monotone", "roemmele", "monotone", "none")
-    weight_cap: float = _bounded(30.0, 1.0, 1000.0)
+    scheme: str = _choice("monotone", *SCHEMES)
+    weight_cap: float = _bounded(DEFAULT_WEIGHT_CAP, 1.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -341,3 +344,12 @@ def load_hardware_profile(path: str | Path) -> HardwareProfile:
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dict (for papermill parameters, JSON summaries and manifests)."""
     return dataclasses.asdict(config)
+
+
+def with_overrides(config: Config, overrides: Iterable[str] | Mapping[str, Any], source: str = "overrides") -> Config:
+    """A validated copy of `config` with dotted overrides applied (sweep cells, experiment arms)."""
+    data = to_dict(config)
+    parsed = parse_overrides(overrides)
+    for dotted, value in parsed.items():
+        _set_dotted(data, dotted, value)
+    return build(Config, data, f"{source} {', '.join(parsed)}" if parsed else source)

@@ -9,16 +9,15 @@ stages after it are skipped with the reason.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from yourai.config import Config, load_config
+from yourai.config import Config
+from yourai.notebook.summaries import read_headline
 from yourai.paths import PROJECT_ROOT
 
 STAGE_TITLES = {
@@ -28,21 +27,6 @@ STAGE_TITLES = {
     "04": "LoRA training",
     "05": "memory profiling",
     "06": "TruthfulQA evaluation",
-}
-
-
-# The numbers summary.md leads with, per stage (dotted paths into NN/summary.json); a stage
-# whose summary lacks them falls back to its first scalar values.
-HEADLINES = {
-    "01": ("records_in", "records_out", "reconciled", "splits.train", "splits.valid", "contamination_dropped"),
-    "02": ("n_docs", "n_rejected", "auc.with metadata.authority_auc", "auc.with metadata.entropy_auc",
-           "auc.text only.authority_auc", "auc.text only.entropy_auc"),
-    "03": ("anchor_30x.ratio", "gradient_check.max_abs_dgrad_faithful", "gradient_check.max_abs_dgrad_weighted"),
-    "04": ("faithful_bit_identical_to_plain", "gap_plain_mean", "gap_weighted_mean",
-           "gap_change_weighted_minus_plain_mean", "gap_change_weighted_minus_plain_ci95", "val_loss", "tokens_per_s"),
-    "05": ("leak.slope_mb_per_step", "leak.low", "leak.high", "leak.leaking", "monitor_overhead.overhead_fraction"),
-    "06": ("n", "base.mc1.mean", "base.mc2.mean", "adapter.mc1.mean", "adapter.mc2.mean",
-           "delta.mc2.delta", "delta.mc2.p_value"),
 }
 
 
@@ -179,29 +163,16 @@ def write_summaries(run_dir: Path, name: str, results: list[StageResult]) -> Pat
     (run_dir / "summary.json").write_text(json.dumps({"name": name, "stages": stages}, indent=2, default=str) + "\n")
     lines = [f"# yourai run `{name}`", "", "| stage | status | time (s) | key numbers |", "|---|---|---|---|"]
     for r in results:
-        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in headline(r.stage, r.summary)) or (r.error or "")
+        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in headline(r.summary)) or (r.error or "")
         lines.append(f"| {r.stage} {STAGE_TITLES.get(r.stage, '')} | {r.status} | {r.seconds:.1f} | {numbers} |")
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def headline(stage: str, summary: dict) -> list[tuple[str, Any]]:
-    """The stage's headline numbers that are present, else its first scalar values."""
-    found = [(key, _lookup(summary, key)) for key in HEADLINES.get(stage, ())]
-    found = [(key, value) for key, value in found if value is not None]
-    return found or _scalars(summary)
-
-
-def _lookup(summary: dict, dotted: str) -> Any:
-    node: Any = summary
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    if isinstance(node, list) and node and all(isinstance(v, (int, float)) for v in node):
-        return node  # e.g. [estimate, ci_low, ci_high]
-    return node if isinstance(node, (int, float, bool)) else None
+def headline(summary: dict) -> list[tuple[str, Any]]:
+    """The headline block the stage's summary function wrote (yourai.notebook.summaries), else its first scalars."""
+    return list(read_headline(summary).items()) or _scalars(summary)
 
 
 def _scalars(summary: dict, prefix: str = "", limit: int = 12) -> list[tuple[str, Any]]:
@@ -260,32 +231,3 @@ def run_pipeline(
     return results, write_summaries(run_dir, name, results)
 
 
-def cli_main(argv: list[str]) -> int:
-    """`yourai run [-c CONFIG] [--name NAME] [--only 01,04] [--from 03] [key=value ...]`."""
-    parser = argparse.ArgumentParser(prog="yourai run", description="run the six notebooks with papermill")
-    parser.add_argument("-c", "--config", type=Path, default=None, help="YAML config (default configs/default.yaml)")
-    parser.add_argument("--name", default=None, help="run name: results go to runs/<name>/ (default: run.name)")
-    parser.add_argument("--only", default=None, help="comma-separated stages, e.g. 01,04")
-    parser.add_argument("--from", dest="start", default=None, help="start at this stage, e.g. 03")
-    parser.add_argument("--runs-dir", type=Path, default=PROJECT_ROOT / "runs")
-    parser.add_argument("--notebooks-dir", type=Path, default=PROJECT_ROOT / "notebooks")
-    parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=20")
-    args = parser.parse_args(argv)
-    from yourai.config import parse_overrides
-
-    overrides = parse_overrides(args.overrides)
-    config = load_config(args.config, overrides)
-    name = args.name or config.run.name
-    try:
-        results, summary_md = run_pipeline(config, name, config_path=args.config, overrides=overrides,
-                                           only=args.only, start=args.start, runs_dir=args.runs_dir,
-                                           notebooks_dir=args.notebooks_dir)
-    except ValueError as error:
-        print(f"yourai run: {error}", file=sys.stderr)
-        return 2
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        print(f"yourai run: stage {failed[0].stage} ({STAGE_TITLES.get(failed[0].stage, '')}) failed: "
-              f"{failed[0].error}\nexecuted notebook: {failed[0].notebook}", file=sys.stderr)
-    print(f"summary: {summary_md}")
-    return 1 if failed else 0

@@ -1,13 +1,25 @@
-"""Small statistics for judging a scorer: ROC AUC and its bootstrap confidence interval."""
+"""Every statistic the workbench reports, defined once: numpy only, pure functions.
+
+- scorer separation: ROC AUC (Mann–Whitney) and its stratified bootstrap interval;
+- per-question benchmark scores: percentile bootstrap of a mean, paired comparisons with a
+  sign-flip permutation test (questions are the sampling unit);
+- few seeds: mean with a Student-t 95 % interval;
+- memory growth: Theil–Sen slope with Sen's rank interval (robust to spikes and page-size ties).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
-DEFAULT_BOOTSTRAP_RESAMPLES = 1000  # enough for a stable 95 % percentile interval
+DEFAULT_BOOTSTRAP_RESAMPLES = 1000  # AUC intervals: enough for a stable 95 % percentile interval
 DEFAULT_CONFIDENCE = 0.95
+N_RESAMPLES = 10_000  # benchmark bootstraps and sign-flip permutations; Monte-Carlo error of p ≈ 0.002
+RESAMPLE_CHUNK = 1000  # resamples drawn at a time, so memory stays O(chunk x questions)
 
 
 def _ranks_with_ties(values: np.ndarray) -> np.ndarray:
@@ -44,3 +56,106 @@ def bootstrap_auc_ci(positive: Sequence[float], negative: Sequence[float],
     tail = (1 - confidence) / 2
     low, high = np.quantile(aucs, [tail, 1 - tail])
     return point, float(low), float(high)
+
+
+def _tie_groups(values: np.ndarray) -> np.ndarray:
+    """Sizes of the groups of equal values (RSS is page-quantised, so flat traces tie a lot)."""
+    _, counts = np.unique(values, return_counts=True)
+    return counts[counts > 1].astype(float)
+
+
+def kendall_s_variance(x: np.ndarray, y: np.ndarray) -> float:
+    """Null variance of Kendall's S with ties in x and y (Kendall 1970, eq. 4.3)."""
+    n = float(x.size)
+    tx, ty = _tie_groups(x), _tie_groups(y)
+    base = n * (n - 1) * (2 * n + 5)
+    base -= np.sum(tx * (tx - 1) * (2 * tx + 5)) + np.sum(ty * (ty - 1) * (2 * ty + 5))
+    variance = base / 18.0
+    if n > 2:
+        variance += np.sum(tx * (tx - 1) * (tx - 2)) * np.sum(ty * (ty - 1) * (ty - 2)) / (9 * n * (n - 1) * (n - 2))
+    variance += np.sum(tx * (tx - 1)) * np.sum(ty * (ty - 1)) / (2 * n * (n - 1))
+    return float(max(variance, 0.0))
+
+
+def theil_sen(x: Sequence[float], y: Sequence[float], confidence: float = DEFAULT_CONFIDENCE) -> tuple[float, float, float, float]:
+    """Median of pairwise slopes with Sen's (1968) rank-based interval; robust to spikes.
+
+    Returns (slope, low, high, intercept). The interval takes the ordered pairwise slopes at
+    ranks (N -/+ z * sqrt(Var S)) / 2, where N is the number of slopes and S Kendall's statistic.
+    """
+    x_arr, y_arr = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x_arr.ndim != 1 or x_arr.shape != y_arr.shape:
+        raise ValueError(f"theil_sen: x and y must be 1-D of equal length, got {x_arr.shape} and {y_arr.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"theil_sen: confidence must be in (0, 1), got {confidence}")
+    first, second = np.triu_indices(x_arr.size, k=1)
+    dx = x_arr[second] - x_arr[first]
+    distinct = dx != 0
+    if not distinct.any():
+        raise ValueError("theil_sen: need at least two distinct x values")
+    slopes = np.sort((y_arr[second] - y_arr[first])[distinct] / dx[distinct])
+    slope = float(np.median(slopes))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    half_width_ranks = z * math.sqrt(kendall_s_variance(x_arr, y_arr))
+    count = slopes.size
+    lower_rank = int(round((count - half_width_ranks) / 2.0))  # 1-based rank of the lower limit
+    upper_rank = int(round((count + half_width_ranks) / 2.0)) + 1  # 1-based rank of the upper limit
+    low = float(slopes[min(max(lower_rank, 1), count) - 1])
+    high = float(slopes[min(max(upper_rank, 1), count) - 1])
+    intercept = float(np.median(y_arr - slope * x_arr))
+    return slope, low, high, intercept
+
+
+def bootstrap_mean_ci(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE, n_resamples: int = N_RESAMPLES,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over questions (questions are the sampling unit)."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("bootstrap needs at least one value")
+    rng, means = np.random.default_rng(seed), []
+    for start in range(0, n_resamples, RESAMPLE_CHUNK):
+        draws = rng.integers(0, data.size, size=(min(RESAMPLE_CHUNK, n_resamples - start), data.size))
+        means.append(data[draws].mean(axis=1))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.concatenate(means), [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def sign_flip_p_value(differences: Sequence[float], n_permutations: int = N_RESAMPLES, seed: int = 0) -> float:
+    """Two-sided paired permutation test: under H0 each per-question difference is equally likely ±."""
+    diffs = np.asarray(differences, dtype=np.float64)
+    observed = abs(diffs.mean())
+    if observed == 0.0:
+        return 1.0
+    rng, extreme = np.random.default_rng(seed), 0
+    tolerance = 1e-12 * max(1.0, observed)  # flips that reproduce |mean| exactly must count as extreme
+    for start in range(0, n_permutations, RESAMPLE_CHUNK):
+        signs = rng.choice((-1.0, 1.0), size=(min(RESAMPLE_CHUNK, n_permutations - start), diffs.size))
+        extreme += int(np.sum(np.abs((signs * diffs).mean(axis=1)) >= observed - tolerance))
+    return (extreme + 1) / (n_permutations + 1)
+
+
+def paired_comparison(base: Sequence[float], other: Sequence[float], confidence: float = DEFAULT_CONFIDENCE,
+                      seed: int = 0) -> dict[str, Any]:
+    """Mean of per-question (other − base), its paired-bootstrap CI and a sign-flip p-value."""
+    if len(base) != len(other):
+        raise ValueError(f"paired comparison needs equal lengths, got {len(base)} and {len(other)}")
+    diffs = np.asarray(other, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    low, high = bootstrap_mean_ci(diffs, confidence, seed=seed)
+    return {"delta": float(diffs.mean()), "ci": [low, high], "confidence": confidence,
+            "p_value": sign_flip_p_value(diffs, seed=seed), "test": "paired sign-flip permutation",
+            "n": int(diffs.size)}
+
+
+# Two-sided 95 % Student-t quantiles t(0.975, df) for df = 1..10 (standard tables); 1.96 beyond.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95 % t interval (nan for a single value): seeds are few."""
+    values = np.asarray(list(values), dtype=float)
+    if values.size < 2:
+        return float(values.mean()), float("nan")
+    df = values.size - 1
+    quantile = T_975[df - 1] if df <= len(T_975) else 1.96
+    return float(values.mean()), float(quantile * values.std(ddof=1) / math.sqrt(values.size))

@@ -1,0 +1,48 @@
+"""`yourai eval`: TruthfulQA MC1/MC2/generation, base and base + adapter, offline; writes JSON + a per-question CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from yourai.eval.results import evaluate, format_summary, write_results
+from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
+                                     "scores them, base and base + adapter, offline.")
+    parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
+    parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
+                        "'auto' (../shared v0 when present, else the practice set)")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N questions")
+    parser.add_argument("--categories", default=None, help="comma-separated categories to keep")
+    parser.add_argument("--modes", default="mc1,mc2", help=f"comma-separated subset of {','.join(MODES)}")
+    parser.add_argument("--out", required=True, help="results JSON path (the per-question CSV goes beside it)")
+    parser.add_argument("--csv", default=None, help="per-question CSV path (default: <out stem>.per_question.csv)")
+    parser.add_argument("--add-bos", action="store_true", help="prepend BOS (lm-eval's HF default is no BOS)")
+    parser.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward (default: automatic)")
+    parser.add_argument("--max-gen-tokens", type=int, default=MAX_GEN_TOKENS)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the permutation test")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def cli_main(argv: list[str]) -> int:
+    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2."""
+    args = build_parser().parse_args(argv)
+    categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    try:
+        options = EvalOptions(modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+                              add_bos=args.add_bos, chat_template=args.chat_template,
+                              max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
+                              progress=not args.no_progress, seed=args.seed)
+        results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
+    except ValueError as error:
+        print(f"yourai eval: {error}", file=sys.stderr)
+        return 2
+    write_results(results, args.out, args.csv)
+    print(format_summary(results))
+    return 0

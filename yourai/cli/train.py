@@ -1,0 +1,64 @@
+"""`yourai train [-c CONFIG] --out DIR [--data DIR] [...] [key=value ...]`: LoRA training with the distrust objective."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from yourai.config import Config, ConfigError, load_config
+from yourai.data.batches import DataError
+from yourai.formula import OBJECTIVES
+from yourai.notebook.experiments import resolve_data
+from yourai.train import TrainingAbort, train
+from yourai.train.checkpoints import CheckpointError
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
+FLAG_KEYS = (("model", "model.path"), ("steps", "train.steps"), ("seed", "train.seed"), ("objective", "loss.objective"))
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="yourai train", description="LoRA training with the distrust objective")
+    parser.add_argument("-c", "--config", help="YAML config (default: configs/default.yaml)")
+    parser.add_argument("--out", required=True, help="run directory: adapters/, checkpoints/, metrics.jsonl")
+    parser.add_argument("--model", help="hub id or local path (default: model.path, the embedded model)")
+    parser.add_argument("--data", help="curated dir with train.jsonl/valid.jsonl (default: curate the sample corpus)")
+    parser.add_argument("--steps", type=int, help="train.steps")
+    parser.add_argument("--seed", type=int, help="train.seed")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="loss.objective")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lora.rank=16")
+    return parser.parse_intermixed_args(list(argv))
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file, then key=value overrides, then the named flags (which win)."""
+    overrides = list(args.overrides)
+    for flag, key in FLAG_KEYS:
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.config, overrides)
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    """0 ok, 1 data/checkpoint problem, 2 usage, 3 aborted (memory guard or non-finite steps; checkpoint saved)."""
+    args = parse_args(argv)
+    try:
+        config = config_from_args(args)
+        data_dir = resolve_data(config, args.data, args.out)
+        result = train(config, args.out, data_dir=data_dir, resume=args.resume, progress=not args.no_progress)
+    except ConfigError as err:
+        print(f"yourai train: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DataError, CheckpointError, OSError) as err:
+        print(f"yourai train: {err}", file=sys.stderr)
+        return EXIT_DATA
+    except TrainingAbort as err:
+        print(f"yourai train: aborted: {err}", file=sys.stderr)
+        return EXIT_ABORTED
+    last = result.last
+    print(f"trained {result.steps} steps into {result.adapters_dir} (loss {last.get('loss')}, "
+          f"median {result.tokens_per_s:.0f} tokens/s); metrics in {result.metrics_path}")
+    return EXIT_OK

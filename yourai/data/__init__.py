@@ -1,0 +1,1 @@
+"""Stage 01: raw sources → curated JSONL (validate, score, guard, chunk, dedup, balance, split) → token batches."""
