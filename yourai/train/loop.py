@@ -4,8 +4,8 @@ From mlx-lm we take the LoRA/DoRA layers (``linear_to_lora_layers``), the adapte
 (``load_adapters``, ``mlx_lm.generate --adapter-path`` and ``mlx_lm.fuse`` read our output), the
 tokenizer, gradient checkpointing and ``all_sum`` data parallelism. Our own loop adds what its
 trainer lacks: per-sample distrust weights from the data, per-tier validation, NaN/inf skipping,
-a memory guard, and checkpoints that resume bit for bit (optimizer, schedule, RNG, data position)
-and are written off the training thread (saver.py).
+a memory guard, checkpoints that resume bit for bit (optimizer, schedule, RNG, data position) and
+are written off the training thread (saver.py), and a graceful stop on SIGTERM/SIGINT/SIGHUP (signals.py).
 
 One mechanism serves gradient accumulation, memory-guard batch shrinking and data parallelism:
 an optimizer update covers a fixed *global batch* of records; every micro-batch loss is scaled by
@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import mlx.core as mx
 import mlx.optimizers as optim
@@ -38,6 +38,8 @@ from yourai.train.guard import MemoryCallback
 from yourai.train.lora import build_lora_model, grad_checkpointing
 from yourai.train.metrics import MetricsWriter
 from yourai.train.saver import CheckpointSaver
+from yourai.stopping import StopAborted, StopRequest, graceful_stop, signal_name
+from yourai.train.signals import TrainingStopped, agreed_stop
 from yourai.train.state import RunState, TrainResult, restore_run, run_fingerprint, snapshot_run
 from yourai.train.steps import PART_NAMES, StepFunctions, finish_parts, part_contributions, warmup_cosine
 from yourai.train.validation import make_eval_fn, tier_validation
@@ -276,7 +278,7 @@ class Trainer:
         self._saved_step = self.resumed_from
         for event in self.events + self.data_events:
             self.writer.write(event)
-        evals = []
+        evals = self.writer.earlier("val_loss")  # a resumed run reports the validations before its resume too
         if not resumed:
             first = self.evaluate(0)
             if first is not None:
@@ -336,20 +338,32 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to train.steps (from wherever a resume left off) and write the adapters.
 
-        Gradient checkpointing (train.grad_checkpoint) is on for this fit only, not for later models.
+        Gradient checkpointing (train.grad_checkpoint) and the stop-signal handlers are on for this fit only.
         """
-        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint):
-            return self._fit()
+        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint), graceful_stop() as request:
+            return self._fit(request)
 
-    def _fit(self) -> TrainResult:
+    def _stop(self, signum: int, request: StopRequest) -> NoReturn:
+        """Checkpoint the finished step (or finish its save already under way), log the stop, raise TrainingStopped."""
+        path = self.save_checkpoint(wait=True)
+        request.finish()
+        self.writer.write({"event": "stopped", "signal": signal_name(signum), "step": self.step, "checkpoint": str(path)})
+        raise TrainingStopped(signum, self.step, path)
+
+    def _fit(self, request: StopRequest) -> TrainResult:
         from tqdm.auto import tqdm
 
         evals = self._begin()
-        tc, metrics, rates = self.config.train, {}, []
+        tc, history = self.config.train, self.writer.earlier("loss")
+        metrics, rates = (history[-1] if history else {}), [m["tokens_per_s"] for m in history]
         bar = tqdm(total=tc.steps, initial=self.step, disable=not (self.progress and self.is_main), desc="train", unit="step")
         summary = {"event": "train_end", "status": "aborted", "step": self.step}
         try:
             while self.step < tc.steps:
+                signum = agreed_stop(request, self.group)
+                if signum is not None:
+                    summary["status"] = "stopped"
+                    self._stop(signum, request)
                 metrics = self.train_step()
                 rates.append(metrics["tokens_per_s"])
                 self._after_step(metrics, evals)
@@ -361,8 +375,8 @@ class Trainer:
             summary.update(status="ok", step=self.step, skipped_total=self.state.skipped_total,
                            tokens_per_s_median=float(np.median(rates)) if rates else None)
             self.writer.write(summary)
-        except BaseException:  # a save under way finishes first: the process never exits in the middle of one
-            if self.is_main:
+        except BaseException as error:  # a save under way finishes first, unless a second stop signal says leave now
+            if self.is_main and not isinstance(error, StopAborted):
                 self.saver.close()
             raise
         finally:
