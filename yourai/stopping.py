@@ -40,6 +40,10 @@ class StopAborted(BaseException):
         self.signum, self.exit_code = signum, exit_code(signum)
         super().__init__(f"second {signal_name(signum)}: aborted at once")
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows this instead of a traceback (a notebook's second interrupt)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class StopRequest:
     """The first stop signal received (`signum`, None until one arrives); a later one aborts unless `finished`."""

@@ -28,9 +28,9 @@ from yourai.train import checkpoints as ckpt
 class SaveJob:
     """One checkpoint on its way to disk, and what its write found."""
 
-    snapshot: ckpt.Snapshot | None
+    step: int
     path: Path
-    started: float
+    snapshot: ckpt.Snapshot | None  # dropped once written
     stall_s: float = 0.0
     write_s: float = 0.0
     removed: list[Path] = field(default_factory=list)
@@ -38,7 +38,7 @@ class SaveJob:
     thread: threading.Thread | None = None
 
     def as_event(self) -> dict:
-        return {"event": "checkpoint", "step": int(self.path.name[len(ckpt.PREFIX):]), "path": str(self.path),
+        return {"event": "checkpoint", "step": self.step, "path": str(self.path),
                 "removed": [p.name for p in self.removed], "stall_s": round(self.stall_s, 6),
                 "write_s": round(self.write_s, 6)}
 
@@ -58,7 +58,7 @@ class CheckpointSaver:
             if job.thread is not None:
                 job.thread.join()
         snap = take_snapshot()
-        job = SaveJob(snap, self.root / ckpt.checkpoint_name(snap.step), started)
+        job = SaveJob(snap.step, self.root / ckpt.checkpoint_name(snap.step), snap)
         self._jobs.append(job)
         if self.background:
             job.thread = threading.Thread(target=self._write, args=(job,), name="yourai-checkpoint", daemon=True)
