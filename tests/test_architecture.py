@@ -16,7 +16,7 @@ PACKAGE = PROJECT_ROOT / "yourai"
 # independent of each other (train and eval, say, never import one another), except in the base, whose
 # small modules build on one another (config on formula and tiers); the cycle test keeps that one-way.
 LAYERS = (
-    {"_blas", "paths", "formula", "tiers", "config", "records", "stats", "hardware", ""},  # the base
+    {"_blas", "paths", "formula", "tiers", "config", "records", "stats", "hardware", "stopping", ""},  # the base
     {"scoring", "loss", "models"},
     {"data"},
     {"train", "eval"},
@@ -40,6 +40,7 @@ RULE_HOMES = {
     "iter_jsonl": "records.py", "iter_csv": "records.py", "record_text": "records.py",
     "lora_parameters": "train/lora.py", "attach_lora": "train/lora.py", "build_lora_model": "train/lora.py",
     "TrainingCallback": "train/callbacks.py", "tier_of": "tiers.py",
+    "STOP_SIGNALS": "stopping.py", "graceful_stop": "stopping.py", "exit_code": "stopping.py",
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 

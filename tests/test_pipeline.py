@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import nbformat
@@ -103,3 +104,62 @@ def test_summary_headline_is_the_block_the_stage_wrote(tmp_path):
 
 def test_summary_without_a_headline_falls_back_to_its_first_numbers():
     assert headline({"a": 1, "b": {"c": 2.5}, "d": "text"}) == [("a", 1), ("b.c", 2.5)]
+
+
+TRAIN_NOTEBOOK = """
+import json, pathlib
+import yourai
+from yourai.config import load_config
+from yourai.train import Trainer
+out = pathlib.Path(run_dir) / "04"
+config = load_config(None, {"train.steps": steps, "train.batch_size": 4, "train.max_seq_length": 64,
+                            "train.save_every": 4, "train.eval_every": 4, "train.val_batches": 2, "train.warmup_steps": 2})
+result = Trainer(config, out, data_dir=data_dir, resume=resume, progress=False).fit()
+(out / "summary.json").write_text(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from}))
+"""
+
+
+@pytest.mark.slow
+def test_a_stop_signal_stops_the_training_stage_and_from_continues_it(tmp_path):
+    """SIGTERM to `yourai run` reaches the kernel, training checkpoints and stops; `--from 04` resumes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from yourai.data.curate import curate
+    from yourai.train import checkpoints as ckpt
+
+    notebooks, runs = tmp_path / "notebooks", tmp_path / "runs"
+    notebooks.mkdir()
+    _notebook(notebooks / "04_train.ipynb", "run_dir = 'x'\ndata_dir = None\nsteps = 1\nresume = False", TRAIN_NOTEBOOK)
+    _notebook(notebooks / "06_after.ipynb", "run_dir = 'x'\nseed = 1\nalpha = 0.0", "STAGE = '06'" + WRITE_SUMMARY)
+    curate(None, runs / "t" / "01", load_config().curate)  # what stage 01 leaves for stage 04
+    args = ["run", "--name", "t", "--runs-dir", str(runs), "--notebooks-dir", str(notebooks), "train.steps=16"]
+    process = subprocess.Popen([sys.executable, "-m", "yourai", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    metrics, deadline = runs / "t" / "04" / "metrics.jsonl", time.monotonic() + 240
+    while not (metrics.is_file() and '"step": 5, "epoch"' in metrics.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-3000:]
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=240)
+    assert process.returncode == 143, err[-3000:]
+    stopped = [json.loads(line) for line in metrics.read_text().splitlines() if '"stopped"' in line]
+    assert len(stopped) == 1 and stopped[0]["signal"] == "SIGTERM"
+    step = stopped[0]["step"]
+    ckpt.verify(runs / "t" / "04" / "checkpoints" / ckpt.checkpoint_name(step))
+    summary = json.loads((runs / "t" / "summary.json").read_text())["stages"]
+    assert (summary["04"]["status"], summary["04"]["signal"]) == ("stopped", "SIGTERM")
+    assert f"stopped by SIGTERM at step {step}" in summary["04"]["error"]
+    assert (summary["06"]["status"], summary["06"]["error"]) == ("skipped", "stopped by SIGTERM")
+    assert "04 LoRA training: stopped in" in out and "06 TruthfulQA evaluation: skipped (stopped by SIGTERM)" in out
+    assert err.strip().splitlines()[-1] == ("yourai run: stopped by SIGTERM during stage 04 (LoRA training); continue with: "
+                                            + shlex.join(["yourai", *args, "--from", "04"]))
+    assert "Traceback" not in err
+    done = subprocess.run([sys.executable, "-m", "yourai", *args, "--from", "04"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((runs / "t" / "summary.json").read_text())["stages"]
+    assert [summary[s]["status"] for s in ("04", "06")] == ["ok", "ok"]
+    assert summary["04"]["summary"] == {"steps": 16, "resumed_from": step}

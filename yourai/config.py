@@ -136,6 +136,7 @@ class TrainConfig:
     val_batches: int = _bounded(4, -1, None)  # -1 = the whole validation split
     save_every: int = _bounded(20, 1, None)
     keep_last: int = _bounded(3, 1, None)
+    async_save: bool = True  # write checkpoints on a background thread; false: on the training thread (slower)
     log_every: int = _bounded(1, 1, None)
     shuffle_buffer: int = _bounded(1000, 1, None)
     streaming: bool = False  # true = shuffle-buffer reader (automatic for files too big for memory)

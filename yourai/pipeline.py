@@ -5,12 +5,19 @@ notebook's `parameters` cell (only the names that cell declares), each stage wri
 `runs/<name>/NN/summary.json`, and the run ends with `summary.json` + `summary.md`.
 A failing stage keeps its executed notebook (with the error), names itself, and the
 stages after it are skipped with the reason.
+
+A stop signal (SIGTERM, SIGINT, SIGHUP) to `yourai run` is passed on to the notebook's kernel
+(`forward_to_kernels`), where a training run finishes its step and checkpoints it
+(yourai/train/signals.py); the stage is marked `stopped` in summary.json, the later ones skipped,
+and `yourai run --from NN` continues it: a stage that was stopped gets `resume = True` next time,
+for notebooks that declare it.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +26,7 @@ from typing import Any, Callable
 from yourai.config import Config
 from yourai.notebook.summaries import read_headline
 from yourai.paths import PROJECT_ROOT
+from yourai.stopping import active_request, signal_name
 
 STAGE_TITLES = {
     "01": "data curation",
@@ -34,11 +42,12 @@ STAGE_TITLES = {
 class StageResult:
     stage: str
     notebook: str
-    status: str  # ok | failed | skipped
+    status: str  # ok | failed | skipped | stopped
     seconds: float = 0.0
     error: str | None = None
     summary: dict = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    signal: str | None = None  # the stop signal that stopped (or skipped) this stage
 
 
 def discover_stages(notebooks_dir: Path) -> dict[str, Path]:
@@ -155,10 +164,61 @@ def execute_stage(stage: str, notebook: Path, run_dir: Path, parameters: dict) -
     return result
 
 
+def forward_to_kernels(signum: int) -> None:
+    """Pass a stop signal on to the kernels this process started: they run in a session of their own,
+    so a Ctrl-C in the terminal or a `kill` of `yourai run` would not reach them."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            child.send_signal(signum)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def execute_in_worker(stage: str, notebook: Path, run_dir: Path, parameters: dict) -> StageResult:
+    """execute_stage on a worker thread, so stop signals stay with the main thread's handlers.
+
+    On the main thread nbclient would take SIGINT and SIGTERM for itself and shut the kernel down
+    mid-step; off it, it leaves them alone.
+    """
+    outcome: list[StageResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(execute_stage(stage, notebook, run_dir, parameters))
+        except BaseException as error:  # re-raised on the main thread below
+            outcome.append(error)
+
+    worker = threading.Thread(target=work, name=f"yourai-stage-{stage}", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def stop_signal() -> str | None:
+    """The stop signal this process received while holding them (`graceful_stop`), by name; else None."""
+    request = active_request()
+    return signal_name(request.signum) if request is not None and request.signum is not None else None
+
+
+def stopped_stages(run_dir: Path) -> set[str]:
+    """Stages the last run of this name left `stopped`: they continue (resume) instead of starting over."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return set()
+    stages = json.loads(path.read_text()).get("stages", {})
+    return {stage for stage, entry in stages.items() if entry.get("status") == "stopped"}
+
+
 def write_summaries(run_dir: Path, name: str, results: list[StageResult]) -> Path:
     """summary.json (machine-readable) and summary.md (the report a person reads)."""
     stages = {r.stage: {"title": STAGE_TITLES.get(r.stage, ""), "status": r.status, "seconds": round(r.seconds, 1),
-                        "notebook": r.notebook, "error": r.error, "summary": r.summary, "figures": r.figures}
+                        "notebook": r.notebook, "error": r.error, "summary": r.summary, "figures": r.figures,
+                        "signal": r.signal}
               for r in results}
     (run_dir / "summary.json").write_text(json.dumps({"name": name, "stages": stages}, indent=2, default=str) + "\n")
     lines = [f"# yourai run `{name}`", "", "| stage | status | time (s) | key numbers |", "|---|---|---|---|"]
@@ -207,22 +267,31 @@ def run_pipeline(
     runs_dir: Path = PROJECT_ROOT / "runs",
     report: Callable[[str], None] = print,
 ) -> tuple[list[StageResult], Path]:
-    """Execute the chosen stages in order; stop at the first failure and skip the rest."""
+    """Execute the chosen stages in order; stop at the first failure or stop signal and skip the rest.
+
+    Stop signals count when the caller holds them (`yourai run` does, forwarding them to the kernel).
+    """
     available = discover_stages(notebooks_dir)
     chosen = select_stages(list(available), only, start)
     run_dir = (runs_dir / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    resuming = stopped_stages(run_dir)
     results: list[StageResult] = []
     failed: StageResult | None = None
     for position, stage in enumerate(chosen, 1):
         notebook = available[stage]
-        if failed:
-            results.append(StageResult(stage, str(notebook), "skipped", error=f"stage {failed.stage} failed"))
-            report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: skipped (stage {failed.stage} failed)")
+        stopped = stop_signal()
+        if failed or stopped:
+            reason = f"stopped by {stopped}" if stopped else f"stage {failed.stage} failed"
+            results.append(StageResult(stage, str(notebook), "skipped", error=reason, signal=stopped))
+            report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: skipped ({reason})")
             continue
         report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: running {notebook.name} ...")
         parameters = stage_parameters(stage, config, run_dir, config_path, overrides or {})
-        result = execute_stage(stage, notebook, run_dir, parameters)
+        parameters.update({"resume": True} if stage in resuming else {})
+        result = execute_in_worker(stage, notebook, run_dir, parameters)
+        if stop_signal() and result.status != "ok":  # the signal ended it, whatever the kernel reported
+            result.status, result.signal = "stopped", stop_signal()
         results.append(result)
         report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: {result.status} in {result.seconds:.1f} s"
                + (f" — {result.error}; see {result.notebook}" if result.error else ""))

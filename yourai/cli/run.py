@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 from pathlib import Path
 
 from yourai.config import load_config, parse_overrides
 from yourai.paths import PROJECT_ROOT
-from yourai.pipeline import STAGE_TITLES, run_pipeline
+from yourai.pipeline import STAGE_TITLES, StageResult, forward_to_kernels, run_pipeline
+from yourai.stopping import exit_code, graceful_stop
 
 
 def cli_main(argv: list[str]) -> int:
@@ -28,9 +31,10 @@ def cli_main(argv: list[str]) -> int:
     config = load_config(args.config, overrides)
     name = args.name or config.run.name
     try:
-        results, summary_md = run_pipeline(config, name, config_path=args.config, overrides=overrides,
-                                           only=args.only, start=args.start, runs_dir=args.runs_dir,
-                                           notebooks_dir=args.notebooks_dir)
+        with graceful_stop(on_signal=forward_to_kernels, repeat_aborts=False):  # the kernel decides where to stop
+            results, summary_md = run_pipeline(config, name, config_path=args.config, overrides=overrides,
+                                               only=args.only, start=args.start, runs_dir=args.runs_dir,
+                                               notebooks_dir=args.notebooks_dir)
     except ValueError as error:
         print(f"yourai run: {error}", file=sys.stderr)
         return 2
@@ -39,4 +43,28 @@ def cli_main(argv: list[str]) -> int:
         print(f"yourai run: stage {failed[0].stage} ({STAGE_TITLES.get(failed[0].stage, '')}) failed: "
               f"{failed[0].error}\nexecuted notebook: {failed[0].notebook}", file=sys.stderr)
     print(f"summary: {summary_md}")
+    stopped = next((r for r in results if r.signal), None)
+    if stopped:
+        print(stopped_line(stopped, argv), file=sys.stderr)
+        return exit_code(signal.Signals[stopped.signal])
     return 1 if failed else 0
+
+
+def continue_command(argv: list[str], stage: str) -> str:
+    """The same command, starting at `stage` (any --from it had replaced)."""
+    kept, skip_value = [], False
+    for arg in argv:
+        if skip_value:
+            skip_value = False
+        elif arg == "--from":
+            skip_value = True
+        elif not arg.startswith("--from="):
+            kept.append(arg)
+    return shlex.join(["yourai", "run", *kept, "--from", stage])
+
+
+def stopped_line(first: StageResult, argv: list[str]) -> str:
+    """The one line a stopped run ends with: where it stopped, and the command that continues from there."""
+    where = "during" if first.status == "stopped" else "before"
+    return (f"yourai run: stopped by {first.signal} {where} stage {first.stage} ({STAGE_TITLES.get(first.stage, '')}); "
+            f"continue with: {continue_command(argv, first.stage)}")

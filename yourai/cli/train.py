@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
+from pathlib import Path
 from typing import Sequence
+
+import mlx.core as mx
 
 from yourai.config import Config, ConfigError, load_config
 from yourai.data.batches import DataError
 from yourai.formula import OBJECTIVES
 from yourai.notebook.experiments import resolve_data
-from yourai.train import TrainingAbort, train
-from yourai.train.checkpoints import CheckpointError
+from yourai.train import StopAborted, TrainingAbort, TrainingStopped, train
+from yourai.train.checkpoints import CheckpointError, latest_checkpoint
+from yourai.stopping import exit_code, graceful_stop
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 FLAG_KEYS = (("model", "model.path"), ("steps", "train.steps"), ("seed", "train.seed"), ("objective", "loss.objective"))
@@ -42,13 +48,40 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, overrides)
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues this run: the same arguments, plus --resume (and the same launcher)."""
+    command = shlex.join(["yourai", "train", *argv, *([] if "--resume" in argv else ["--resume"])])
+    return command + (" (under the same mlx.launch)" if mx.distributed.init().size() > 1 else "")
+
+
+def stopped_line(stop: BaseException, argv: Sequence[str], out: str) -> str:
+    """The one line a stop signal ends with: where the run is, and how to go on."""
+    if isinstance(stop, TrainingStopped):
+        return f"yourai train: {stop}; resume with: {resume_command(argv)}"
+    if isinstance(stop, StopAborted):
+        latest = latest_checkpoint(Path(out) / "checkpoints")
+        kept = f"the last complete checkpoint is {latest}" if latest else "no checkpoint was completed"
+        return f"yourai train: {stop}; {kept}" + (f"; resume with: {resume_command(argv)}" if latest else "")
+    return "yourai train: interrupted before training started; no checkpoint was written"
+
+
 def cli_main(argv: Sequence[str]) -> int:
-    """0 ok, 1 data/checkpoint problem, 2 usage, 3 aborted (memory guard or non-finite steps; checkpoint saved)."""
+    """0 ok, 1 data/checkpoint problem, 2 usage, 3 aborted (memory guard or non-finite steps; checkpoint saved),
+    128 + N stopped by signal N (SIGTERM 143, SIGINT 130, SIGHUP 129; checkpoint of the last finished step)."""
     args = parse_args(argv)
     try:
         config = config_from_args(args)
         data_dir = resolve_data(config, args.data, args.out)
-        result = train(config, args.out, data_dir=data_dir, resume=args.resume, progress=not args.no_progress)
+        with graceful_stop() as request:  # from the model load on, a stop signal ends with a checkpoint
+            try:
+                result = train(config, args.out, data_dir=data_dir, resume=args.resume, progress=not args.no_progress)
+            except (TrainingStopped, StopAborted) as stop:
+                request.finish()  # still under the handlers: a late signal (mlx.launch ending a rank) cannot cut this short
+                print(stopped_line(stop, argv, args.out), file=sys.stderr)
+                return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl-C while the data was being prepared
+        print(stopped_line(KeyboardInterrupt(), argv, args.out), file=sys.stderr)
+        return exit_code(signal.SIGINT)
     except ConfigError as err:
         print(f"yourai train: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -15,7 +15,7 @@ from yourai.config import Config, with_overrides
 from yourai.data.batches import DataError
 from yourai.stats import mean_ci95
 from yourai.train import train
-from yourai.train.checkpoints import sha256_file
+from yourai.train.checkpoints import latest_checkpoint, sha256_file
 
 
 def _curate_default(config: Config, path: Path) -> None:
@@ -48,15 +48,23 @@ def adapters_identical(first: Path, second: Path) -> bool:
     return (Path(first) / "adapters.safetensors").read_bytes() == (Path(second) / "adapters.safetensors").read_bytes()
 
 
+def can_resume(out_dir: str | Path) -> bool:
+    """Whether a run directory holds a checkpoint to continue from (a stopped run left one)."""
+    return latest_checkpoint(Path(out_dir) / "checkpoints") is not None
+
+
 def objective_experiment(config: Config, data_dir: Path, out_dir: Path, seeds: Sequence[int],
-                         objectives: Sequence[str] = ("plain", "faithful", "weighted")) -> list[dict]:
-    """Train every (seed, objective) pair on the same data; one row per run with its final validation."""
+                         objectives: Sequence[str] = ("plain", "faithful", "weighted"), resume: bool = False) -> list[dict]:
+    """Train every (seed, objective) pair on the same data; one row per run with its final validation.
+
+    With `resume`, arms that were stopped (or finished) continue from their checkpoints; the rest start.
+    """
     rows = []
     for seed in seeds:
         for objective in objectives:
             run_dir = Path(out_dir) / f"seed{seed}-{objective}"
             arm = with_overrides(config, {"train.seed": seed, "loss.objective": objective}, "experiment arm")
-            result = train(arm, run_dir, data_dir=data_dir, progress=False)
+            result = train(arm, run_dir, data_dir=data_dir, resume=resume and can_resume(run_dir), progress=False)
             final = result.evals[-1] if result.evals else {}
             rows.append({"seed": seed, "objective": objective, "train_loss": result.last.get("loss"),
                          "train_ce": result.last.get("ce"), **{k: final.get(k) for k in

@@ -11,18 +11,25 @@ temporary name and renamed into place (a rename is atomic on POSIX), holding:
 
 Loading verifies the manifest first and refuses, naming the file, anything that does not match.
 Retention keeps the last K checkpoints plus the one with the best validation loss.
+
+Writing takes a `Snapshot`: host (numpy) copies of the arrays, taken on the training thread, so the
+write itself touches no MLX state and can run on another thread (`saver.py`) while training goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import mlx.core as mx
+import numpy as np
+from safetensors import TensorSpec, serialize_file
 
 MANIFEST = "manifest.json"
 STATE_JSON = "trainer_state.json"
@@ -35,6 +42,10 @@ FORMAT_VERSION = 1
 HASH_CHUNK_BYTES = 1 << 20
 OPTIMIZER_PREFIX = "optimizer."
 RNG_KEY = "rng.key"
+
+# A host copy of one array: its safetensors dtype name and a C-contiguous numpy array of its bytes
+# (bfloat16, which numpy lacks, travels as its uint16 bit pattern).
+HostArray = tuple[str, np.ndarray]
 
 
 class CheckpointError(RuntimeError):
@@ -62,9 +73,33 @@ def checkpoint_name(step: int) -> str:
     return f"{PREFIX}{step:08d}"
 
 
-def write_adapter_dir(directory: Path, adapters: Mapping[str, mx.array], adapter_config: Mapping[str, Any]) -> None:
-    """adapters.safetensors + adapter_config.json exactly as mlx-lm writes them."""
-    mx.save_safetensors(str(directory / ADAPTERS), dict(adapters))
+def host_copy(arrays: Mapping[str, mx.array]) -> dict[str, HostArray]:
+    """Copies a writer can use on any thread: numpy holds no MLX state, and the next update cannot change them."""
+    mx.eval(list(arrays.values()))
+    copies = {}
+    for name, value in arrays.items():
+        dtype = str(value.dtype).rsplit(".", 1)[-1]
+        raw = value.view(mx.uint16) if value.dtype == mx.bfloat16 else value
+        copies[name] = (dtype, np.array(raw, copy=True, order="C"))
+    return copies
+
+
+def write_safetensors(path: Path, arrays: Mapping[str, HostArray], metadata: Mapping[str, str] | None = None) -> None:
+    """One safetensors file from host copies (mx.load and mlx-lm read it like one MLX wrote).
+
+    At most one metadata key: the writer orders a map's keys arbitrarily, and the same run must
+    write the same bytes (resume and the faithful-vs-plain check compare files byte for byte).
+    """
+    if metadata is not None and len(metadata) > 1:
+        raise ValueError(f"{path}: one metadata key at most, got {sorted(metadata)}")
+    specs = {name: TensorSpec(dtype=dtype, shape=data.shape, data_ptr=data.ctypes.data, data_len=data.nbytes)
+             for name, (dtype, data) in arrays.items()}
+    serialize_file(specs, str(path), metadata=dict(metadata) if metadata else None)
+
+
+def write_adapter_dir(directory: Path, adapters: Mapping[str, HostArray], adapter_config: Mapping[str, Any]) -> None:
+    """adapters.safetensors + adapter_config.json in mlx-lm's layout."""
+    write_safetensors(directory / ADAPTERS, adapters)
     (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=4) + "\n")
 
 
@@ -94,6 +129,55 @@ def publish(staging: Path, target: Path) -> Path:
     return target
 
 
+def publish_adapters(target: Path, adapters: Mapping[str, HostArray], adapter_config: Mapping[str, Any]) -> Path:
+    """An mlx-lm adapter directory written under a staging name, then renamed over `target`."""
+    staging = target.with_name(f"{TMP_PREFIX}{target.name}-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    write_adapter_dir(staging, adapters, adapter_config)
+    return publish(staging, target)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one checkpoint holds, as host copies: cheap to take, safe to write on another thread."""
+
+    step: int
+    adapters: dict[str, HostArray]
+    adapter_config: dict
+    optimizer: dict[str, HostArray]  # tree_flatten(optimizer.state), without the prefix
+    rng_key: HostArray
+    state: dict  # trainer_state.json, less the step
+
+
+def snapshot(step: int, adapters: Mapping[str, mx.array], adapter_config: Mapping[str, Any],
+             optimizer_state: Mapping[str, mx.array], rng_key: mx.array, state: Mapping[str, Any]) -> Snapshot:
+    """Host copies of a run's arrays; `optimizer_state` is tree_flatten(optimizer.state) as a dict."""
+    return Snapshot(step, host_copy(adapters), copy.deepcopy(dict(adapter_config)), host_copy(optimizer_state),
+                    host_copy({RNG_KEY: rng_key})[RNG_KEY], copy.deepcopy(dict(state)))
+
+
+def write_checkpoint(root: Path, snap: Snapshot) -> Path:
+    """Write one checkpoint atomically; a failed write removes its staging dir and touches no published one."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = root / f"{TMP_PREFIX}{checkpoint_name(snap.step)}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        write_adapter_dir(staging, snap.adapters, snap.adapter_config)
+        arrays = {**{OPTIMIZER_PREFIX + k: v for k, v in snap.optimizer.items()}, RNG_KEY: snap.rng_key}
+        write_safetensors(staging / STATE_ARRAYS, arrays, metadata={"step": str(snap.step)})
+        state = {"step": snap.step, **snap.state}
+        (staging / STATE_JSON).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_manifest(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return publish(staging, root / checkpoint_name(snap.step))
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -103,19 +187,8 @@ def save_checkpoint(
     rng_key: mx.array,
     state: Mapping[str, Any],
 ) -> Path:
-    """Write one checkpoint atomically; `optimizer_state` is tree_flatten(optimizer.state) as a dict."""
-    root.mkdir(parents=True, exist_ok=True)
-    staging = root / f"{TMP_PREFIX}{checkpoint_name(step)}-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    write_adapter_dir(staging, adapters, adapter_config)
-    arrays = {OPTIMIZER_PREFIX + k: v for k, v in optimizer_state.items()}
-    arrays[RNG_KEY] = rng_key
-    mx.save_safetensors(str(staging / STATE_ARRAYS), arrays, metadata={"step": str(step)})
-    (staging / STATE_JSON).write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True) + "\n")
-    write_manifest(staging)
-    return publish(staging, root / checkpoint_name(step))
+    """Snapshot and write in one call, on this thread; `optimizer_state` is tree_flatten(optimizer.state) as a dict."""
+    return write_checkpoint(root, snapshot(step, adapters, adapter_config, optimizer_state, rng_key, state))
 
 
 def remove_stale_staging(root: Path) -> list[str]:

@@ -4,7 +4,8 @@ From mlx-lm we take the LoRA/DoRA layers (``linear_to_lora_layers``), the adapte
 (``load_adapters``, ``mlx_lm.generate --adapter-path`` and ``mlx_lm.fuse`` read our output), the
 tokenizer, gradient checkpointing and ``all_sum`` data parallelism. Our own loop adds what its
 trainer lacks: per-sample distrust weights from the data, per-tier validation, NaN/inf skipping,
-a memory guard, and checkpoints that resume bit for bit (optimizer, schedule, RNG, data position).
+a memory guard, checkpoints that resume bit for bit (optimizer, schedule, RNG, data position) and
+are written off the training thread (saver.py), and a graceful stop on SIGTERM/SIGINT/SIGHUP (signals.py).
 
 One mechanism serves gradient accumulation, memory-guard batch shrinking and data parallelism:
 an optimizer update covers a fixed *global batch* of records; every micro-batch loss is scaled by
@@ -18,16 +19,15 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
-from yourai.config import Config, ConfigError, to_dict
+from yourai.config import Config, ConfigError
 from yourai.data.batches import (Example, InMemoryData, StreamingData, collate, load_examples, normaliser,
                                  open_train_data, validation_batches)
 from yourai.formula import TERM_OBJECTIVES, WEIGHTED_OBJECTIVES
@@ -37,40 +37,16 @@ from yourai.train.callbacks import Control, TrainingAbort, TrainingCallback
 from yourai.train.guard import MemoryCallback
 from yourai.train.lora import build_lora_model, grad_checkpointing
 from yourai.train.metrics import MetricsWriter
-from yourai.train.state import RunState, restore_run, save_run
+from yourai.train.saver import CheckpointSaver
+from yourai.stopping import StopAborted, StopRequest, graceful_stop, signal_name
+from yourai.train.signals import TrainingStopped, agreed_stop
+from yourai.train.state import RunState, TrainResult, restore_run, run_fingerprint, snapshot_run
 from yourai.train.steps import PART_NAMES, StepFunctions, finish_parts, part_contributions, warmup_cosine
 from yourai.train.validation import make_eval_fn, tier_validation
-
-# Settings that change what is learned; a checkpoint made under others is refused on resume.
-RUN_ONLY_KEYS = ("save_every", "keep_last", "log_every", "eval_every", "val_batches", "shuffle_buffer")
 
 
 class NonFiniteAbort(TrainingAbort):
     """Too many non-finite steps in a row; a checkpoint of the last good state was saved."""
-
-
-@dataclass
-class TrainResult:
-    out_dir: Path
-    adapters_dir: Path
-    metrics_path: Path
-    steps: int
-    last: dict
-    evals: list[dict] = field(default_factory=list)
-    resumed_from: int | None = None
-    tokens_per_s: float = 0.0
-
-
-def run_fingerprint(config: Config, train_path: Path, world_size: int) -> dict:
-    """Everything that determines the result: a resume under a different fingerprint is refused."""
-    train = {k: v for k, v in to_dict(config.train).items() if k not in RUN_ONLY_KEYS}
-    return {
-        "model": config.model.path,
-        "train_data_sha256": ckpt.sha256_file(train_path),
-        "loss": to_dict(config.loss),
-        "train": train,
-        "world_size": world_size,
-    }
 
 
 def _finite(value: float) -> float | None:
@@ -170,27 +146,24 @@ class Trainer:
                 self.events.append({"event": "removed_earlier_run_checkpoints", "names": sorted(old)})
         self._barrier()
 
-    def save_checkpoint(self, val_loss: float | None = None) -> Path | None:
-        """Atomic checkpoint on rank 0 (then prune), every rank waits for it."""
-        path = None
+    def save_checkpoint(self, val_loss: float | None = None, wait: bool = False) -> Path:
+        """Rank 0 snapshots the run for the writer (`wait`: until published and verified); all ranks wait for that."""
         if self.is_main:
-            path, removed = save_run(self.out / "checkpoints", self.state, self.model, self.optimizer,
-                                     self.adapter_config, self.fingerprint, val_loss, self.config.train.keep_last)
-            self.writer.write({"event": "checkpoint", "step": self.step, "path": str(path),
-                               "removed": [p.name for p in removed]})
+            if self._saved_step != self.step:  # a step already saved (or being saved) is not written twice
+                self.saver.submit(lambda: snapshot_run(self.state, self.model, self.optimizer, self.adapter_config,
+                                                       self.fingerprint, val_loss))
+            if wait:
+                self.saver.wait()
+        self._saved_step = self.step
         self._barrier()
-        return path
+        return self.out / "checkpoints" / ckpt.checkpoint_name(self.step)
 
     def write_adapters(self) -> Path:
         """<out>/adapters in the mlx-lm layout, replaced atomically."""
         target = self.out / "adapters"
         if self.is_main:
-            staging = self.out / f"{ckpt.TMP_PREFIX}adapters-{self.rank}"
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir()
-            ckpt.write_adapter_dir(staging, dict(tree_flatten(self.model.trainable_parameters())), self.adapter_config)
-            ckpt.publish(staging, target)
+            ckpt.publish_adapters(target, ckpt.host_copy(dict(tree_flatten(self.model.trainable_parameters()))),
+                                  self.adapter_config)
         self._barrier()
         return target
 
@@ -293,16 +266,19 @@ class Trainer:
         if control.micro_batch is not None:
             self.state.micro_batch = control.micro_batch
         if control.abort is not None:
-            self.save_checkpoint()
+            self.save_checkpoint(wait=True)
             raise control.abort
 
     def _begin(self) -> list[dict]:
         """Log setup events, run the step-0 validation, fix lambda, build the compiled step."""
         resumed = self.resumed_from is not None
         self.writer = MetricsWriter(self.out / "metrics.jsonl", self.is_main, self.resumed_from if resumed else None)
+        self.saver = CheckpointSaver(self.out / "checkpoints", self.config.train.keep_last, self.config.train.async_save,
+                                     self.writer.write)
+        self._saved_step = self.resumed_from
         for event in self.events + self.data_events:
             self.writer.write(event)
-        evals = []
+        evals = self.writer.earlier("val_loss")  # a resumed run reports the validations before its resume too
         if not resumed:
             first = self.evaluate(0)
             if first is not None:
@@ -340,13 +316,15 @@ class Trainer:
 
     def _after_step(self, metrics: dict, evals: list[dict]) -> None:
         tc = self.config.train
+        if self.is_main:
+            self.saver.collect()
         controls = [callback.on_step_end(self.step, metrics) for callback in self.callbacks]
         if self.step % tc.log_every == 0 or self.step == tc.steps or metrics["skipped"]:
             self.writer.write(metrics)
         for control in controls:
             self._apply(control)
         if self.state.bad_in_row >= tc.max_bad_steps:
-            path = self.save_checkpoint()
+            path = self.save_checkpoint(wait=True)
             raise NonFiniteAbort(
                 f"{self.state.bad_in_row} non-finite steps in a row (train.max_bad_steps={tc.max_bad_steps}) at step "
                 f"{self.step}; the last good adapters are in {path}. Lower train.learning_rate or check the data.")
@@ -360,29 +338,47 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to train.steps (from wherever a resume left off) and write the adapters.
 
-        Gradient checkpointing (train.grad_checkpoint) is on for this fit only, not for later models.
+        Gradient checkpointing (train.grad_checkpoint) and the stop-signal handlers are on for this fit only.
         """
-        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint):
-            return self._fit()
+        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint), graceful_stop() as request:
+            return self._fit(request)
 
-    def _fit(self) -> TrainResult:
+    def _stop(self, signum: int, request: StopRequest) -> NoReturn:
+        """Checkpoint the finished step (or finish its save already under way), log the stop, raise TrainingStopped."""
+        path = self.save_checkpoint(wait=True)
+        request.finish()
+        self.writer.write({"event": "stopped", "signal": signal_name(signum), "step": self.step, "checkpoint": str(path)})
+        raise TrainingStopped(signum, self.step, path)
+
+    def _fit(self, request: StopRequest) -> TrainResult:
         from tqdm.auto import tqdm
 
         evals = self._begin()
-        tc, metrics, rates = self.config.train, {}, []
+        tc, history = self.config.train, self.writer.earlier("loss")
+        metrics, rates = (history[-1] if history else {}), [m["tokens_per_s"] for m in history]
         bar = tqdm(total=tc.steps, initial=self.step, disable=not (self.progress and self.is_main), desc="train", unit="step")
         summary = {"event": "train_end", "status": "aborted", "step": self.step}
         try:
             while self.step < tc.steps:
+                signum = agreed_stop(request, self.group)
+                if signum is not None:
+                    summary["status"] = "stopped"
+                    self._stop(signum, request)
                 metrics = self.train_step()
                 rates.append(metrics["tokens_per_s"])
                 self._after_step(metrics, evals)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss'] or float('nan'):.4f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+            if self.is_main:
+                self.saver.wait()  # the final checkpoint is complete and verified before the adapters are written
             adapters = self.write_adapters()
             summary.update(status="ok", step=self.step, skipped_total=self.state.skipped_total,
                            tokens_per_s_median=float(np.median(rates)) if rates else None)
             self.writer.write(summary)
+        except BaseException as error:  # a save under way finishes first, unless a second stop signal says leave now
+            if self.is_main and not isinstance(error, StopAborted):
+                self.saver.close()
+            raise
         finally:
             bar.close()
             summary["step"] = self.step

@@ -11,6 +11,7 @@ class MetricsWriter:
 
     def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None) -> None:
         self.path, self.enabled = path, enabled
+        self.history: list[dict] = []  # the lines a resume kept
         if not enabled:
             return
         dropped = self._truncate_after(keep_until_step) if keep_until_step is not None else 0
@@ -27,7 +28,12 @@ class MetricsWriter:
         lines = self.path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        self.history = [json.loads(line) for line in kept]
         return len(lines) - len(kept)
+
+    def earlier(self, key: str) -> list[dict]:
+        """The kept step lines (key "loss") or validations ("val_loss"): a resumed run reports the whole run."""
+        return [record for record in self.history if key in record and "event" not in record]
 
     def write(self, record: dict) -> None:
         if self.enabled:

@@ -8,7 +8,7 @@ data position, plus the counters the logs continue from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map_with_path
 
+from yourai.config import Config, to_dict
 from yourai.train import checkpoints as ckpt
+
+# Settings that do not change what is learned; a checkpoint made under different others is refused on resume.
+RUN_ONLY_KEYS = ("save_every", "keep_last", "log_every", "eval_every", "val_batches", "shuffle_buffer", "async_save")
 
 
 @dataclass
@@ -34,14 +38,39 @@ class RunState:
     trained_tokens: int = 0
 
 
-def save_run(root: Path, state: RunState, model: nn.Module, optimizer: optim.Optimizer, adapter_config: dict,
-             fingerprint: dict, val_loss: float | None, keep_last: int) -> tuple[Path, list[Path]]:
-    """One atomic, verified checkpoint of the run, then retention; returns (path, removed checkpoints)."""
+@dataclass
+class TrainResult:
+    """What a fit returns; after a resume, `last` and `evals` still cover the whole run (from metrics.jsonl)."""
+
+    out_dir: Path
+    adapters_dir: Path
+    metrics_path: Path
+    steps: int
+    last: dict
+    evals: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    tokens_per_s: float = 0.0
+
+
+def run_fingerprint(config: Config, train_path: Path, world_size: int) -> dict:
+    """Everything that determines the result: a resume under a different fingerprint is refused."""
+    train = {k: v for k, v in to_dict(config.train).items() if k not in RUN_ONLY_KEYS}
+    return {
+        "model": config.model.path,
+        "train_data_sha256": ckpt.sha256_file(train_path),
+        "loss": to_dict(config.loss),
+        "train": train,
+        "world_size": world_size,
+    }
+
+
+def snapshot_run(state: RunState, model: nn.Module, optimizer: optim.Optimizer, adapter_config: dict,
+                 fingerprint: dict, val_loss: float | None) -> ckpt.Snapshot:
+    """The run as one checkpoint's worth of host copies, taken between updates on the training thread."""
     saved = {**asdict(state), "fingerprint": fingerprint, "val_loss": val_loss, "mlx_version": mx.__version__}
     saved.pop("step")
-    path = ckpt.save_checkpoint(root, state.step, dict(tree_flatten(model.trainable_parameters())), adapter_config,
-                                dict(tree_flatten(optimizer.state)), mx.random.state[0], saved)
-    return path, ckpt.prune(root, keep_last)
+    return ckpt.snapshot(state.step, dict(tree_flatten(model.trainable_parameters())), adapter_config,
+                         dict(tree_flatten(optimizer.state)), mx.random.state[0], saved)
 
 
 def restore_run(checkpoint: Path, model: nn.Module, optimizer: optim.Optimizer, fingerprint: dict) -> RunState:
