@@ -96,4 +96,6 @@ def truthfulqa(summary: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any
     for metric, block in (summary.get("delta") or {}).items():
         headline[f"delta {metric}"] = [block["delta"], *block["ci"]]
         headline[f"delta {metric} p"] = block["p_value"]
+    for model, block in (summary.get("calibration") or {}).items():
+        headline[f"{model} MC1 ECE"] = block["ece"]
     return write_summary(out_dir, dict(summary), headline)
