@@ -1,4 +1,7 @@
-"""`yourai eval`: TruthfulQA MC1/MC2/generation, base and base + adapter, offline; writes JSON + a per-question CSV."""
+"""`yourai eval`: TruthfulQA MC1/MC2/generation (or any MC task spec, `--task`), base and base + adapter, offline.
+
+Writes the results JSON, a per-question CSV beside it, and the run record (run.json) of its folder.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import argparse
 import sys
 
 from yourai.eval.results import evaluate, format_summary, write_results
+from yourai.eval.task_eval import evaluate_task, format_task_summary, write_task_results
+from yourai.eval.tasks import load_task_spec
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 
 
@@ -16,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
+    parser.add_argument("--task", default=None, help="a multiple-choice task: a name under configs/tasks/ (e.g. "
+                        "truthfulqa_mc1, evidence_vs_authority) or a spec .yaml; --data then overrides its data file")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N questions")
     parser.add_argument("--categories", default=None, help="comma-separated categories to keep")
     parser.add_argument("--modes", default="mc1,mc2", help=f"comma-separated subset of {','.join(MODES)}")
@@ -39,10 +46,20 @@ def cli_main(argv: list[str]) -> int:
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
                               progress=not args.no_progress, seed=args.seed)
-        results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
+        if args.task:
+            if categories:
+                raise ValueError("--categories applies to TruthfulQA, not to --task")
+            results = evaluate_task(load_task_spec(args.task), args.model, args.adapter,
+                                    None if args.data == "auto" else args.data, args.limit, options)
+        else:
+            results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
     except ValueError as error:
         print(f"yourai eval: {error}", file=sys.stderr)
         return 2
-    write_results(results, args.out, args.csv)
-    print(format_summary(results))
+    if args.task:
+        write_task_results(results, args.out, args.csv)
+        print(format_task_summary(results))
+    else:
+        write_results(results, args.out, args.csv)
+        print(format_summary(results))
     return 0
