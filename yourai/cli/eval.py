@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from yourai.eval.results import evaluate, format_summary, write_results
-from yourai.eval.task_eval import evaluate_task, format_task_summary, write_task_results
-from yourai.eval.tasks import load_task_spec
+from yourai.eval.results import format_summary
+from yourai.eval.task_eval import format_task_summary
+from yourai.runs.stages import run_evaluation
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 
 
@@ -46,20 +46,12 @@ def cli_main(argv: list[str]) -> int:
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
                               progress=not args.no_progress, seed=args.seed)
-        if args.task:
-            if categories:
-                raise ValueError("--categories applies to TruthfulQA, not to --task")
-            results = evaluate_task(load_task_spec(args.task), args.model, args.adapter,
-                                    None if args.data == "auto" else args.data, args.limit, options)
-        else:
-            results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
+        if args.task and categories:
+            raise ValueError("--categories applies to TruthfulQA, not to --task")
+        results = run_evaluation(args.out, model=args.model, adapter=args.adapter, data=args.data, limit=args.limit,
+                                 categories=categories, options=options, task=args.task, csv_path=args.csv)
     except ValueError as error:
         print(f"yourai eval: {error}", file=sys.stderr)
         return 2
-    if args.task:
-        write_task_results(results, args.out, args.csv)
-        print(format_task_summary(results))
-    else:
-        write_results(results, args.out, args.csv)
-        print(format_summary(results))
+    print(format_task_summary(results) if args.task else format_summary(results))
     return 0

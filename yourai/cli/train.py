@@ -1,4 +1,7 @@
-"""`yourai train [-c CONFIG] --out DIR [--data DIR] [...] [key=value ...]`: LoRA training with the distrust objective."""
+"""`yourai train [-c CONFIG] --out DIR [--data DIR] [...] [key=value ...]`: LoRA training with the distrust objective.
+
+The run directory gets run.json (yourai.runs.record) beside the adapters and metrics.jsonl.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import Sequence
 from yourai.config import Config, ConfigError, load_config
 from yourai.data.batches import DataError
 from yourai.formula import OBJECTIVES
-from yourai.notebook.experiments import resolve_data
-from yourai.train import TrainingAbort, train
+from yourai.runs.stages import run_training
+from yourai.train import TrainingAbort
 from yourai.train.checkpoints import CheckpointError
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
@@ -47,8 +50,7 @@ def cli_main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     try:
         config = config_from_args(args)
-        data_dir = resolve_data(config, args.data, args.out)
-        result = train(config, args.out, data_dir=data_dir, resume=args.resume, progress=not args.no_progress)
+        result = run_training(config, args.out, data_dir=args.data, resume=args.resume, progress=not args.no_progress)
     except ConfigError as err:
         print(f"yourai train: {err}", file=sys.stderr)
         return EXIT_USAGE
