@@ -42,9 +42,16 @@ class StageResult:
 
 
 def discover_stages(notebooks_dir: Path) -> dict[str, Path]:
-    """{"01": notebooks/01_data_curation.ipynb, ...} in stage order."""
+    """{"01": notebooks/01_data_curation.ipynb, ...} in stage order.
+
+    Only the stages of a run (STAGE_TITLES) when the folder has them: 07 analyses a sweep and is run by
+    `yourai sweep`. A folder of other numbered notebooks (tests, your own chain) is taken whole.
+    """
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if any(path.name[:2] in STAGE_TITLES for path in found):
+        found = [path for path in found if path.name[:2] in STAGE_TITLES]
     stages = {}
-    for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+    for path in found:
         stages.setdefault(path.name[:2], path)
     return stages
 
