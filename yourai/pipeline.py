@@ -4,7 +4,8 @@ Each stage is a notebook `notebooks/NN_*.ipynb`; parameters flow from the config
 notebook's `parameters` cell (only the names that cell declares), each stage writes
 `runs/<name>/NN/summary.json`, and the run ends with `summary.json` + `summary.md`.
 A failing stage keeps its executed notebook (with the error), names itself, and the
-stages after it are skipped with the reason.
+stages after it are skipped with the reason. The run directory also gets run.json (the run record)
+and report.html (the report card), written through yourai.runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Callable
 from yourai.config import Config
 from yourai.notebook.summaries import read_headline
 from yourai.paths import PROJECT_ROOT
+from yourai.runs.pipeline_record import begin_pipeline_record, finish_pipeline_record
 
 STAGE_TITLES = {
     "01": "data curation",
@@ -219,6 +221,7 @@ def run_pipeline(
     chosen = select_stages(list(available), only, start)
     run_dir = (runs_dir / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    begin_pipeline_record(run_dir, config, overrides)  # run.json: status running until the stages end
     results: list[StageResult] = []
     failed: StageResult | None = None
     for position, stage in enumerate(chosen, 1):
@@ -235,6 +238,8 @@ def run_pipeline(
                + (f" — {result.error}; see {result.notebook}" if result.error else ""))
         if result.status == "failed":
             failed = result
-    return results, write_summaries(run_dir, name, results)
+    summary_md = write_summaries(run_dir, name, results)
+    finish_pipeline_record(run_dir, results)  # run.json with every stage's headline, and report.html
+    return results, summary_md
 
 
