@@ -34,7 +34,7 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--notebooks-dir", type=Path, default=PROJECT_ROOT / "notebooks")
     parser.add_argument("--progress", action="store_true", help="progress bars inside each cell")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every cell, e.g. train.steps=20")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         spec = load_sweep_spec(args.spec)
         out = args.out or PROJECT_ROOT / "runs" / "sweeps" / spec.name

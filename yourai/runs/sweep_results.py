@@ -99,10 +99,13 @@ def paired_arm_deltas(cells: Any, questions: Any, baseline: str, seed: int = 0) 
     return rows
 
 
-def arm_means(cells: Any) -> dict[str, dict[str, Any]]:
-    """Per arm: finished seeds and the mean of each headline metric over them."""
+NOT_METRICS = {"cell", "arm", "seed", "status", "seconds", "config_hash", "steps", "tokens_per_s"}  # ids and timing
+
+
+def arm_means(cells: Any, grid_keys: Any = ()) -> dict[str, dict[str, Any]]:
+    """Per arm: finished seeds and the mean of each headline metric over them (timing left out: it is not a result)."""
     finished = cells[cells["status"] == "ok"] if not cells.empty else cells
-    skip = {"cell", "arm", "seed", "status", "seconds", "config_hash", "steps"}
+    skip = NOT_METRICS | set(grid_keys)
     means: dict[str, dict[str, Any]] = {}
     for arm, part in finished.groupby("arm", sort=False):
         numeric = part.drop(columns=[c for c in part.columns if c in skip]).select_dtypes("number")
@@ -129,7 +132,7 @@ def write_sweep_results(sweep_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     comparisons = paired_arm_deltas(cells, questions, sweep["baseline"], seed)
     status_counts = cells["status"].value_counts().to_dict() if not cells.empty else {}
     summary = {"name": sweep["name"], "baseline": sweep["baseline"], "seed_key": sweep["seed_key"],
-               "cells": len(cells), "status": status_counts, "arms": arm_means(cells), "comparisons": comparisons}
+               "cells": len(cells), "status": status_counts, "arms": arm_means(cells, sweep["grid"]), "comparisons": comparisons}
     (sweep_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=1, default=str) + "\n", encoding="utf-8")
     counts = ", ".join(f"{n} {status}" for status, n in status_counts.items())
     (sweep_dir / SUMMARY_MD).write_text(
