@@ -32,6 +32,7 @@ from yourai.data.batches import (Example, InMemoryData, StreamingData, collate, 
                                  open_train_data, validation_batches)
 from yourai.formula import TERM_OBJECTIVES, WEIGHTED_OBJECTIVES
 from yourai.loss import auto_lambda, empirical_distrust_loss
+from yourai.models import ensure_default_model
 from yourai.train import checkpoints as ckpt
 from yourai.train.callbacks import Control, TrainingAbort, TrainingCallback
 from yourai.train.guard import MemoryCallback
@@ -97,6 +98,8 @@ class Trainer:
             raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by the {self.size} processes")
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(data_dir)
+        if config.model.path in ("default", ""):
+            ensure_default_model()  # building it on first use reseeds mx.random: it must happen before our seed
         mx.random.seed(tc.seed)  # before LoRA init: the initial adapters are a function of the seed
         self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora)
         self._open_data()
