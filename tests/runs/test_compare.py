@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import make_run
+from run_dirs import make_run
 from yourai.cli.runs import compare_main
 from yourai.runs.compare import comparison
 
