@@ -25,6 +25,7 @@ grid:
   loss.objective: [plain, weighted]
   train.seed: [0, 1]
 baseline: {loss.objective: plain}
+tasks: [evidence_vs_authority]
 """
 TIMING_COLUMNS = ["seconds", "tokens_per_s"]
 KILL_TIMEOUT_S = 300
@@ -89,6 +90,7 @@ def test_killed_sweep_resumes_to_the_same_results(spec_path, tmp_path, capsys):
     pairs = {(row["eval"], row["metric"]): row for row in summary["comparisons"]}
     assert pairs[("truthfulqa", "mc2")]["n_seeds"] == 2 and pairs[("truthfulqa", "mc2")]["n_questions"] == 4
     assert pairs[("train", "val_gap")]["n_questions"] == 1  # per-run metric: over seeds only
+    assert pairs[("evidence_vs_authority", "acc_norm")]["n_questions"] == 4  # the task, limited like TruthfulQA
     assert read_record(killed / "cells" / cells[2])["sweep"]["arm"] == "objective=weighted"
 
 
@@ -117,3 +119,22 @@ def test_bad_specs_are_named(tmp_path, text, message, capsys):
     assert cli_main([str(path), "--out", str(tmp_path / "o"), "--no-notebook"]) == 2
     err = capsys.readouterr().err
     assert message in err and str(path) in err
+
+
+def test_spec_settings_shape_the_cells(tmp_path):
+    (tmp_path / "base.yaml").write_text("train: {lora: {rank: 4}}\n", encoding="utf-8")
+    (tmp_path / "s.yaml").write_text(
+        "name: shaped\nconfig: base.yaml\noverrides: {train.steps: 7}\n"
+        "grid: {loss.scheme: [monotone, roemmele], curate.seed: [0, 1]}\nseed_key: curate.seed\n"
+        "baseline: {loss.scheme: roemmele}\nstages: [train]\ntasks: [evidence_vs_authority]\n", encoding="utf-8")
+    spec = load_sweep_spec(tmp_path / "s.yaml")
+    cells = expand(spec, {"train.batch_size": 4})
+    assert [c.id for c in cells] == ["scheme-monotone__seed-0", "scheme-monotone__seed-1",
+                                     "scheme-roemmele__seed-0", "scheme-roemmele__seed-1"]
+    assert {c.config.train.lora.rank for c in cells} == {4} and {c.config.train.steps for c in cells} == {7}
+    assert {c.config.train.batch_size for c in cells} == {4}  # command-line overrides reach every cell
+    assert [c.arm for c in cells[::2]] == ["scheme=monotone", "scheme=roemmele"] and spec.baseline == "scheme=roemmele"
+    assert [c.seed for c in cells] == [0, 1, 0, 1] and cells[1].config.curate.seed == 1
+    from yourai.runs.sweep import _stage_names
+
+    assert _stage_names(spec) == ["train", "eval:evidence_vs_authority"]  # no TruthfulQA eval, the task instead

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
     parser.add_argument("--task", default=None, help="a multiple-choice task: a name under configs/tasks/ (e.g. "
-                        "truthfulqa_mc1, evidence_vs_authority) or a spec .yaml; --data then overrides its data file")
+                        "truthfulqa_mc1, evidence_vs_authority) or a spec .yaml; --data then overrides its data file, and the "
+                        "spec's metrics replace --modes")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N questions")
     parser.add_argument("--categories", default=None, help="comma-separated categories to keep")
     parser.add_argument("--modes", default="mc1,mc2", help=f"comma-separated subset of {','.join(MODES)}")

@@ -88,8 +88,12 @@ def build_task_results(spec: TaskSpec, items: Sequence[MCItem], per_model: dict[
 
 
 def evaluate_task(spec: TaskSpec, model: str = "default", adapter: str | None = None, data: str | Path | None = None,
-                  limit: int | None = None, options: EvalOptions = EvalOptions()) -> dict[str, Any]:
-    """Score the task for the base model and, with an adapter, base + adapter on the same questions."""
+                  limit: int | None = None, options: EvalOptions = EvalOptions(),
+                  include_base: bool = True) -> dict[str, Any]:
+    """Score the task for the base model and, with an adapter, base + adapter on the same questions.
+
+    `include_base=False` (with an adapter) scores the adapter only, as sweep cells do.
+    """
     from yourai.models import load_model
 
     if adapter is not None and not Path(adapter).is_dir():
@@ -101,7 +105,10 @@ def evaluate_task(spec: TaskSpec, model: str = "default", adapter: str | None = 
     items, path = load_task_items(spec, data)
     items = items[:limit] if limit else items
     per_model = {}
-    for name, adapter_path in {"base": None, **({"adapter": str(adapter)} if adapter else {})}.items():
+    models = {"base": None, **({"adapter": str(adapter)} if adapter else {})}
+    if adapter and not include_base:
+        del models["base"]
+    for name, adapter_path in models.items():
         lm, tokenizer = load_model(model, adapter_path=adapter_path)
         per_model[name] = score_task(lm, tokenizer, spec, items, options, desc=f"{name} {spec.name}")
         del lm

@@ -72,7 +72,7 @@ def run_evaluation(out_json: str | Path, *, model: str = "default", adapter: str
                         extra=extra) as stage:
         if task:
             spec = load_task_spec(task)
-            results = evaluate_task(spec, model, adapter, None if data == "auto" else data, limit, options)
+            results = evaluate_task(spec, model, adapter, None if data == "auto" else data, limit, options, include_base)
             write_task_results(results, out_json, csv_path)
         else:
             results = evaluate(model, adapter, data, limit, categories, options, include_base=include_base)

@@ -177,7 +177,8 @@ def run_cell(cell: Cell, spec: SweepSpec, sweep_dir: Path, data_dir: Path, progr
         if done.get(stage, {}).get("status") == "ok":
             continue
         run_evaluation(cell_dir / f"{task or 'truthfulqa'}.json", model=cell.config.model.path, adapter=str(adapters),
-                       data=cell.config.eval.data, limit=cell.config.eval.limit, options=eval_options(cell.config),
+                       data="auto" if task else cell.config.eval.data, limit=cell.config.eval.limit,
+                       options=eval_options(cell.config),
                        task=task, include_base=False, kind="sweep-cell", config=cell.config, extra=extra)
     return cell_dir
 
