@@ -17,7 +17,9 @@ from yourai.runs.compare import per_question_scores
 from yourai.runs.record import effective_status, read_record
 from yourai.stats import paired_bootstrap_ci
 
-RUN_LEVEL_METRICS = ("val_loss", "val_gap", "val_loss_primary", "val_loss_consensus", "train_loss")
+# Per-run metrics compared across arms: validation per tier and the final token-mean training CE. Not the
+# training objective ("train_loss"): each objective has its own scale (the faithful one adds a constant).
+RUN_LEVEL_METRICS = ("val_loss", "val_gap", "val_loss_primary", "val_loss_consensus", "train_ce")
 RESULTS_CSV, QUESTIONS_CSV, SUMMARY_JSON, SUMMARY_MD = "results.csv", "per_question.csv", "summary.json", "summary.md"
 
 
