@@ -43,7 +43,7 @@ def _first_cell_done(out: Path, cell: str) -> bool:
         stages = read_record(out / "cells" / cell).get("stages", {})
     except ValueError:  # caught mid-write: not done yet
         return False
-    return all(stages.get(stage, {}).get("status") == "ok" for stage in ("train", "eval"))
+    return all(stages.get(stage, {}).get("status") == "ok" for stage in ("train", "eval", "eval:evidence_vs_authority"))
 
 
 def _kill_after_first_cell(spec_path: Path, out: Path, first_cell: str) -> None:
