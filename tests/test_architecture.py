@@ -21,6 +21,7 @@ LAYERS = (
     {"data"},
     {"train", "eval"},
     {"notebook"},
+    {"runs"},  # recorded runs and sweeps compose train + eval (and default data from notebook/); the pipeline records through it
     {"pipeline"},
     {"cli"},
     {"__main__"},
@@ -41,6 +42,8 @@ RULE_HOMES = {
     "lora_parameters": "train/lora.py", "attach_lora": "train/lora.py", "build_lora_model": "train/lora.py",
     "TrainingCallback": "train/callbacks.py", "tier_of": "tiers.py",
     "STOP_SIGNALS": "stopping.py", "graceful_stop": "stopping.py", "exit_code": "stopping.py",
+    "paired_bootstrap_ci": "stats.py", "expected_calibration_error": "stats.py", "brier_score": "stats.py",
+    "RUN_RECORD": "runs/record.py", "config_hash": "runs/record.py", "TASK_METRICS": "eval/tasks.py",
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 

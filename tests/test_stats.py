@@ -130,3 +130,89 @@ def test_paired_comparison_reports_adapter_minus_base():
     assert result["delta"] == pytest.approx(0.5) and result["ci"][0] > 0 and result["p_value"] < 0.01
     with pytest.raises(ValueError):
         paired_comparison([1.0], [1.0, 0.0])
+
+
+# ---------------------------------------------------------------- paired bootstrap over seeds × questions
+
+from yourai.stats import brier_score, expected_calibration_error, paired_bootstrap_ci  # noqa: E402
+
+
+def _synthetic_sweep(effect: float, n_seeds: int = 3, n_questions: int = 200, seed: int = 0):
+    """Baseline and arm scores sharing each question's difficulty and each seed's offset; the arm adds `effect`."""
+    rng = np.random.default_rng(seed)
+    difficulty = rng.normal(0.0, 1.0, n_questions)  # large, shared: pairing removes it
+    seed_offset = rng.normal(0.0, 0.05, (n_seeds, 1))
+    baseline = difficulty + seed_offset + rng.normal(0.0, 0.1, (n_seeds, n_questions))
+    arm = difficulty + seed_offset + effect + rng.normal(0.0, 0.1, (n_seeds, n_questions))
+    return baseline, arm
+
+
+def test_paired_bootstrap_recovers_a_known_effect_and_excludes_zero():
+    baseline, arm = _synthetic_sweep(effect=0.05)
+    result = paired_bootstrap_ci(arm - baseline, n_resamples=2000, seed=1)
+    low, high = result["ci"]
+    assert result["delta"] == pytest.approx(float((arm - baseline).mean()))
+    assert low < 0.05 < high and low > 0.0
+    assert (result["n_seeds"], result["n_questions"]) == (3, 200)
+
+
+def test_paired_bootstrap_covers_zero_when_there_is_no_effect():
+    baseline, arm = _synthetic_sweep(effect=0.0, seed=4)
+    low, high = paired_bootstrap_ci(arm - baseline, n_resamples=2000, seed=1)["ci"]
+    assert low < 0.0 < high
+
+
+def test_pairing_is_what_makes_the_interval_narrow():
+    """Resampling the arms separately keeps the shared question difficulty in the noise: a far wider interval."""
+    baseline, arm = _synthetic_sweep(effect=0.05)
+    paired = paired_bootstrap_ci(arm - baseline, n_resamples=2000, seed=1)["ci"]
+    unpaired_low, unpaired_high = (np.array(bootstrap_mean_ci(arm.mean(axis=0), n_resamples=2000, seed=1))
+                                   - baseline.mean())
+    assert (paired[1] - paired[0]) * 5 < unpaired_high - unpaired_low
+
+
+def test_paired_bootstrap_over_seeds_alone_for_per_run_metrics():
+    result = paired_bootstrap_ci([[1.0], [2.0], [3.0]], n_resamples=500, seed=0)
+    assert result["delta"] == 2.0 and result["n_questions"] == 1
+    assert 1.0 <= result["ci"][0] <= result["ci"][1] <= 3.0
+    assert paired_bootstrap_ci([[1.0], [2.0], [3.0]], n_resamples=500, seed=0) == result  # seeded
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, 2.0], [[1.0, float("nan")]]])
+def test_paired_bootstrap_rejects_bad_shapes_and_values(bad):
+    with pytest.raises(ValueError):
+        paired_bootstrap_ci(bad)
+
+
+# ---------------------------------------------------------------- calibration, by hand
+
+
+def test_ece_on_a_hand_computed_case():
+    # 4 answers, 2 bins: (0, 0.5] holds 0.2 (wrong) and 0.4 (right): conf 0.3, acc 0.5, gap 0.2;
+    # (0.5, 1] holds 0.6 (right) and 1.0 (right): conf 0.8, acc 1.0, gap 0.2. ECE = ½·0.2 + ½·0.2 = 0.2.
+    ece, bins = expected_calibration_error([0.2, 0.4, 0.6, 1.0], [0, 1, 1, 1], n_bins=2)
+    assert ece == pytest.approx(0.2)
+    assert [(b["n"], b["confidence"], b["accuracy"]) for b in bins] == [(2, pytest.approx(0.3), 0.5),
+                                                                       (2, pytest.approx(0.8), 1.0)]
+
+
+def test_ece_bin_edges_are_right_closed_and_empty_bins_count_nothing():
+    # 0.5 belongs to the first of two bins; 0 to the first; the second bin is empty.
+    ece, bins = expected_calibration_error([0.0, 0.5], [0, 1], n_bins=2)
+    assert [b["n"] for b in bins] == [2, 0] and bins[1]["accuracy"] is None
+    assert ece == pytest.approx(abs(0.5 - 0.25))
+    assert expected_calibration_error([0.7, 0.7], [1, 1], n_bins=10)[0] == pytest.approx(0.3)
+
+
+def test_brier_on_hand_computed_cases():
+    # (0.7-1)² + 0.2² + 0.1² = 0.14 ; (0.5-0)² + (0.5-1)² = 0.5 ; mean 0.32
+    assert brier_score([[0.7, 0.2, 0.1], [0.5, 0.5]], [0, 1]) == pytest.approx(0.32)
+    assert brier_score([[1.0, 0.0]], [0]) == 0.0 and brier_score([[0.0, 1.0]], [0]) == 2.0
+    assert brier_score([[0.25] * 4], [2]) == pytest.approx(1 - 1 / 4)
+
+
+def test_calibration_inputs_are_checked():
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        expected_calibration_error([1.2], [1])
+    with pytest.raises(ValueError, match="outside its 2 choices"):
+        brier_score([[0.5, 0.5]], [2])

@@ -322,6 +322,11 @@ def _read_yaml(path: Path) -> dict:
     return data or {}
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file whose top level is a mapping (task and sweep specs), errors naming the file."""
+    return _read_yaml(Path(path))
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] | Mapping[str, Any] = (),

@@ -4,7 +4,8 @@ Each stage is a notebook `notebooks/NN_*.ipynb`; parameters flow from the config
 notebook's `parameters` cell (only the names that cell declares), each stage writes
 `runs/<name>/NN/summary.json`, and the run ends with `summary.json` + `summary.md`.
 A failing stage keeps its executed notebook (with the error), names itself, and the
-stages after it are skipped with the reason.
+stages after it are skipped with the reason. The run directory also gets run.json (the run record)
+and report.html (the report card), written through yourai.runs.
 
 A stop signal (SIGTERM, SIGINT, SIGHUP) to `yourai run` is passed on to the notebook's kernel
 (`forward_to_kernels`), where a training run finishes its step and checkpoints it
@@ -27,6 +28,7 @@ from yourai.config import Config
 from yourai.notebook.summaries import read_headline
 from yourai.paths import PROJECT_ROOT
 from yourai.stopping import active_request, signal_name
+from yourai.runs.pipeline_record import begin_pipeline_record, finish_pipeline_record
 
 STAGE_TITLES = {
     "01": "data curation",
@@ -51,9 +53,16 @@ class StageResult:
 
 
 def discover_stages(notebooks_dir: Path) -> dict[str, Path]:
-    """{"01": notebooks/01_data_curation.ipynb, ...} in stage order."""
+    """{"01": notebooks/01_data_curation.ipynb, ...} in stage order.
+
+    Only the stages of a run (STAGE_TITLES) when the folder has them: 07 analyses a sweep and is run by
+    `yourai sweep`. A folder of other numbered notebooks (tests, your own chain) is taken whole.
+    """
+    found = sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))
+    if any(path.name[:2] in STAGE_TITLES for path in found):
+        found = [path for path in found if path.name[:2] in STAGE_TITLES]
     stages = {}
-    for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+    for path in found:
         stages.setdefault(path.name[:2], path)
     return stages
 
@@ -276,6 +285,7 @@ def run_pipeline(
     run_dir = (runs_dir / name).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     resuming = stopped_stages(run_dir)
+    begin_pipeline_record(run_dir, config, overrides)  # run.json: status running until the stages end
     results: list[StageResult] = []
     failed: StageResult | None = None
     for position, stage in enumerate(chosen, 1):
@@ -297,6 +307,8 @@ def run_pipeline(
                + (f" — {result.error}; see {result.notebook}" if result.error else ""))
         if result.status == "failed":
             failed = result
-    return results, write_summaries(run_dir, name, results)
+    summary_md = write_summaries(run_dir, name, results)
+    finish_pipeline_record(run_dir, results)  # run.json with every stage's headline, and report.html
+    return results, summary_md
 
 

@@ -159,3 +159,95 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     df = values.size - 1
     quantile = T_975[df - 1] if df <= len(T_975) else 1.96
     return float(values.mean()), float(quantile * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def paired_bootstrap_ci(differences: Sequence[Sequence[float]], confidence: float = DEFAULT_CONFIDENCE,
+                        n_resamples: int = N_RESAMPLES, seed: int = 0) -> dict[str, Any]:
+    """Mean paired difference over matched seeds × questions, with a two-way percentile bootstrap interval.
+
+    `differences[s][q] = score(arm, seed s, question q) − score(baseline, seed s, question q)`: every arm
+    cell is paired with the baseline cell trained with the same seed and scored on the same questions, so
+    what the seed and the question contribute to both cancels. Seeds and questions are both sampled
+    units (a new experiment would draw new ones), so each resample draws S seed rows and Q question
+    columns with replacement, independently, and takes the mean of the crossed sub-matrix
+    (c_seeds · D · c_questionsᵀ) / (S·Q), with c the draw counts. A metric measured once per run (a
+    validation loss) is a Q = 1 column: the interval is then over seeds alone. Returns the mean, the
+    interval, and the counts it rests on.
+    """
+    matrix = np.asarray(differences, dtype=np.float64)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ValueError(f"paired_bootstrap_ci needs a non-empty seeds × questions matrix, got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise ValueError("paired_bootstrap_ci: differences must be finite")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n_seeds, n_questions = matrix.shape
+    rng, means = np.random.default_rng(seed), []
+    for start in range(0, n_resamples, RESAMPLE_CHUNK):
+        size = min(RESAMPLE_CHUNK, n_resamples - start)
+        seed_counts = _draw_counts(rng, size, n_seeds)
+        question_counts = _draw_counts(rng, size, n_questions)
+        means.append(((seed_counts @ matrix) * question_counts).sum(axis=1) / (n_seeds * n_questions))
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(np.concatenate(means), [tail, 1.0 - tail])
+    return {"delta": float(matrix.mean()), "ci": [float(low), float(high)], "confidence": confidence,
+            "n_seeds": int(n_seeds), "n_questions": int(n_questions),
+            "method": "two-way paired bootstrap (seeds and questions resampled)"}
+
+
+def _draw_counts(rng: np.random.Generator, resamples: int, units: int) -> np.ndarray:
+    """How often each of `units` is drawn when `units` draws are made with replacement (multinomial counts)."""
+    return rng.multinomial(units, np.full(units, 1.0 / units), size=resamples).astype(np.float64)
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[float],
+                               n_bins: int = 10) -> tuple[float, list[dict[str, Any]]]:
+    """Expected calibration error over equal-width confidence bins, and the bins (Naeini et al. 2015; Guo et al. 2017).
+
+    With M bins, bin b (b = 1..M) holds the answers whose confidence p satisfies (b−1)/M < p ≤ b/M
+    (p = 0 goes to bin 1). For bin b with n_b answers, conf_b is their mean confidence and acc_b the
+    fraction of them that are correct; of N answers in all,
+
+        ECE = Σ_b (n_b / N) · |acc_b − conf_b|        (empty bins contribute nothing)
+
+    Returns (ECE, bins), one dict per bin with its edges, n, confidence and accuracy (None when empty),
+    which is what a reliability diagram draws.
+    """
+    conf, hits = np.asarray(confidences, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    if conf.shape != hits.shape or conf.ndim != 1 or conf.size == 0:
+        raise ValueError(f"expected_calibration_error: need equal non-empty 1-D inputs, got {conf.shape}, {hits.shape}")
+    if ((conf < 0) | (conf > 1)).any() or not np.isin(hits, (0.0, 1.0)).all():
+        raise ValueError("expected_calibration_error: confidences must lie in [0, 1] and correct be 0 or 1")
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be ≥ 1, got {n_bins}")
+    index = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        members = index == b
+        count = int(members.sum())
+        mean_conf = float(conf[members].mean()) if count else None
+        accuracy = float(hits[members].mean()) if count else None
+        if count:
+            ece += count / conf.size * abs(accuracy - mean_conf)
+        bins.append({"low": b / n_bins, "high": (b + 1) / n_bins, "n": count, "confidence": mean_conf,
+                     "accuracy": accuracy})
+    return float(ece), bins
+
+
+def brier_score(probabilities: Sequence[Sequence[float]], true_index: Sequence[int]) -> float:
+    """Brier's (1950) multi-class score: the mean over questions of Σ_k (p_k − y_k)², y the one-hot true choice.
+
+    0 is perfect, 2 the worst possible (all mass on one wrong choice); a uniform guess over K choices
+    scores 1 − 1/K. Questions may have different numbers of choices.
+    """
+    if len(probabilities) != len(true_index) or not probabilities:
+        raise ValueError(f"brier_score: need one true index per question, got {len(probabilities)} and {len(true_index)}")
+    total = 0.0
+    for row, (probs, truth) in enumerate(zip(probabilities, true_index)):
+        p = np.asarray(probs, dtype=np.float64)
+        if not 0 <= truth < p.size:
+            raise ValueError(f"brier_score: question {row}: true index {truth} outside its {p.size} choices")
+        target = np.zeros_like(p)
+        target[truth] = 1.0
+        total += float(np.sum((p - target) ** 2))
+    return total / len(probabilities)

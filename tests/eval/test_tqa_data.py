@@ -11,9 +11,8 @@ import pytest
 
 from tqa_cases import sample_items
 
-from yourai.eval.tqa_data import (SAMPLE_PATH, generation_references, load_csv, load_hf_jsonl, load_hf_parquet,
-                                  load_mc_json, load_truthfulqa)
-
+from yourai.eval.tqa_data import (SAMPLE_PATH, binary_choices, generation_references, has_binary_variant, load_csv,
+                                  load_hf_jsonl, load_hf_parquet, load_mc_json, load_truthfulqa)
 
 CSV_HEADER = ["Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source"]
 
@@ -53,6 +52,9 @@ def test_csv_loader_accepts_later_revisions_with_best_incorrect_answer(tmp_path)
     items = load_csv(write_upstream_csv(tmp_path / "v1.csv", rows, header))
     assert [item.mc1_choices for item in items] == [item.mc1_choices for item in
                                                     load_csv(write_upstream_csv(tmp_path / "v0.csv", CSV_ROWS))]
+    assert [item.best_incorrect_answer for item in items] == ["A false one.", "A false one."]
+    assert binary_choices(items[0]) == ("No, peanuts are legumes.", "A false one.") and has_binary_variant(items)
+    assert not has_binary_variant(load_csv(tmp_path / "v0.csv"))
 
 
 def test_csv_missing_column_names_file_row_and_column(tmp_path):

@@ -1,4 +1,4 @@
-"""The six notebooks as a product: one parameters cell first, thin, small, OpenBLAS-safe."""
+"""The notebooks as a product (six stages and the sweep analysis): one parameters cell first, thin, small, OpenBLAS-safe."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def _code_cells(path: Path) -> list:
     return [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
 
 
-def test_there_are_six_stage_notebooks():
-    assert [path.name[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_there_are_six_stage_notebooks_and_the_sweep_analysis():
+    assert [path.name[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])

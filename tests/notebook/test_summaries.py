@@ -47,3 +47,18 @@ def test_training_memory_and_truthfulqa_headlines(tmp_path):
     assert _written(tmp_path / "06")["headline"] == {"questions": 5, "base mc2": [0.4, 0.3, 0.5],
                                                      "adapter mc2": [0.5, 0.4, 0.6], "delta mc2": [0.1, 0.0, 0.2],
                                                      "delta mc2 p": 0.04}
+
+
+def test_truthfulqa_headline_carries_each_models_ece(tmp_path):
+    summary = {"n": 5, "base": {"mc1": {"mean": 0.2, "ci": [0.1, 0.3]}}, "delta": None,
+               "calibration": {"base": {"ece": 0.4, "brier": 0.9, "n": 5}}}
+    summaries.truthfulqa(summary, tmp_path)
+    assert _written(tmp_path)["headline"] == {"questions": 5, "base mc1": [0.2, 0.1, 0.3], "base MC1 ECE": 0.4}
+
+
+def test_sweep_analysis_headline_is_each_arm_delta_with_its_interval(tmp_path):
+    summary = {"cells": 4, "baseline": "objective=plain", "comparisons": [
+        {"arm": "objective=weighted", "metric": "mc2", "delta": -0.08, "ci": [-0.17, 0.01]}]}
+    summaries.sweep_analysis(summary, tmp_path)
+    assert _written(tmp_path)["headline"] == {"cells": 4, "baseline": "objective=plain",
+                                              "objective=weighted mc2": [-0.08, -0.17, 0.01]}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yourai  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
+from mlx.utils import tree_flatten
 import numpy as np
 import pytest
 
@@ -331,3 +332,28 @@ def test_a_callbacks_control_is_carried_out(curated, tmp_path):
     assert [(m["micro_batch"], m["micro_batches"]) for m in steps] == [(4, 1), (2, 2), (2, 2)]
     assert {"event": "steer", "step": 1} in lines and lines[-1]["event"] == "checkpoint"
     assert ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path / "checkpoints"))["state"]["step"] == 3
+
+
+def test_first_run_on_a_fresh_cache_starts_from_the_seeded_adapters(curated, tmp_path, monkeypatch):
+    """Building the default model on first use reseeds mx.random; the run's seed must come after it."""
+    import shutil
+
+    from yourai.models import ensure_default_model
+
+    built = ensure_default_model()
+
+    def fake_build(out_dir, corpus, seed=0):  # what a build does to the global RNG, without the minute it takes
+        shutil.copytree(built, out_dir)
+        mx.random.seed(seed)
+        mx.random.normal((16,))
+
+    def initial_adapters(out: Path) -> dict:
+        trainer = Trainer(config("train.seed=3"), out, data_dir=curated, progress=False)
+        return dict(tree_flatten(trainer.model.trainable_parameters()))
+
+    monkeypatch.setenv("YOURAI_CACHE", str(tmp_path / "fresh_cache"))
+    monkeypatch.setattr("yourai.models.tiny.build_tiny_model", fake_build)
+    first = initial_adapters(tmp_path / "first")  # builds the (fake) default model on the way
+    second = initial_adapters(tmp_path / "second")  # the model is there now
+    assert first.keys() == second.keys()
+    assert all(mx.array_equal(first[name], second[name]).item() for name in first)

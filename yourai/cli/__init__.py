@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("yourai.cli.train", "cli_main", "LoRA training with the distrust objective"),
     "eval": ("yourai.cli.eval", "cli_main", "TruthfulQA MC1/MC2/generation, base vs adapter"),
     "run": ("yourai.cli.run", "cli_main", "run the six notebooks with papermill into runs/<name>/"),
+    "runs": ("yourai.cli.runs", "runs_main", "list recorded runs as a table (--where loss.objective=weighted, --json)"),
+    "compare": ("yourai.cli.runs", "compare_main", "compare runs: config differences, metrics, paired deltas with CIs"),
+    "sweep": ("yourai.cli.sweep", "cli_main", "run a grid of configs (resumable) with paired CIs against a baseline arm"),
 }
 
 

@@ -1,11 +1,16 @@
-"""`yourai eval`: TruthfulQA MC1/MC2/generation, base and base + adapter, offline; writes JSON + a per-question CSV."""
+"""`yourai eval`: TruthfulQA MC1/MC2/generation (or any MC task spec, `--task`), base and base + adapter, offline.
+
+Writes the results JSON, a per-question CSV beside it, and the run record (run.json) of its folder.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from yourai.eval.results import evaluate, format_summary, write_results
+from yourai.eval.results import format_summary
+from yourai.eval.task_eval import format_task_summary
+from yourai.runs.stages import run_evaluation
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 
 
@@ -16,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
+    parser.add_argument("--task", default=None, help="a multiple-choice task: a name under configs/tasks/ (e.g. "
+                        "truthfulqa_mc1, evidence_vs_authority) or a spec .yaml; --data then overrides its data file, and the "
+                        "spec's metrics replace --modes")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N questions")
     parser.add_argument("--categories", default=None, help="comma-separated categories to keep")
     parser.add_argument("--modes", default="mc1,mc2", help=f"comma-separated subset of {','.join(MODES)}")
@@ -39,10 +47,12 @@ def cli_main(argv: list[str]) -> int:
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
                               progress=not args.no_progress, seed=args.seed)
-        results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
+        if args.task and categories:
+            raise ValueError("--categories applies to TruthfulQA, not to --task")
+        results = run_evaluation(args.out, model=args.model, adapter=args.adapter, data=args.data, limit=args.limit,
+                                 categories=categories, options=options, task=args.task, csv_path=args.csv)
     except ValueError as error:
         print(f"yourai eval: {error}", file=sys.stderr)
         return 2
-    write_results(results, args.out, args.csv)
-    print(format_summary(results))
+    print(format_task_summary(results) if args.task else format_summary(results))
     return 0

@@ -1,4 +1,7 @@
-"""`yourai train [-c CONFIG] --out DIR [--data DIR] [...] [key=value ...]`: LoRA training with the distrust objective."""
+"""`yourai train [-c CONFIG] --out DIR [--data DIR] [...] [key=value ...]`: LoRA training with the distrust objective.
+
+The run directory gets run.json (yourai.runs.record) beside the adapters and metrics.jsonl.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from yourai.config import Config, ConfigError, load_config
 from yourai.data.batches import DataError
 from yourai.formula import OBJECTIVES
 from yourai.notebook.experiments import resolve_data
-from yourai.train import StopAborted, TrainingAbort, TrainingStopped, train
-from yourai.train.checkpoints import CheckpointError, latest_checkpoint
+from yourai.runs.stages import run_training
 from yourai.stopping import exit_code, graceful_stop
+from yourai.train import StopAborted, TrainingAbort, TrainingStopped
+from yourai.train.checkpoints import CheckpointError, latest_checkpoint
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 FLAG_KEYS = (("model", "model.path"), ("steps", "train.steps"), ("seed", "train.seed"), ("objective", "loss.objective"))
@@ -74,7 +78,8 @@ def cli_main(argv: Sequence[str]) -> int:
         data_dir = resolve_data(config, args.data, args.out)
         with graceful_stop() as request:  # from the model load on, a stop signal ends with a checkpoint
             try:
-                result = train(config, args.out, data_dir=data_dir, resume=args.resume, progress=not args.no_progress)
+                result = run_training(config, args.out, data_dir=data_dir, resume=args.resume,
+                                      progress=not args.no_progress)
             except (TrainingStopped, StopAborted) as stop:
                 request.finish()  # still under the handlers: a late signal (mlx.launch ending a rank) cannot cut this short
                 print(stopped_line(stop, argv, args.out), file=sys.stderr)

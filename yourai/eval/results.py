@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from yourai.eval.tqa_data import TQAItem, load_truthfulqa, resolve_auto, shared_v0_dir
+from yourai.eval.calibration import calibration
+from yourai.eval.tqa_data import TQAItem, has_binary_variant, load_truthfulqa, resolve_auto, shared_v0_dir
 from yourai.eval.truthfulqa import MODES, SCHEMA, TARGET_DELIMITER, EvalOptions, evaluate_model
 from yourai.stats import DEFAULT_CONFIDENCE, bootstrap_mean_ci, paired_comparison
 
@@ -31,11 +32,20 @@ def summarise(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE, s
 METRIC_KEYS = {"mc1": ("mc1",), "mc2": ("mc2",), "gen": ("bleu_max", "bleu_diff", "bleu_acc")}
 
 
-TASK_VERSIONS = {"truthfulqa_mc1": "2.0", "truthfulqa_mc2": "3.0", "truthfulqa_gen": "3.0 (BLEU only; no ROUGE)"}
+TASK_VERSIONS = {"truthfulqa_mc1": "2.0", "truthfulqa_mc2": "3.0", "truthfulqa_gen": "3.0 (BLEU only; no ROUGE)",
+                 "truthfulqa_binary": "best answer vs best incorrect answer, scored by log-likelihood"}
 
 
-def metric_keys(modes: Sequence[str]) -> list[str]:
-    return [key for mode in MODES if mode in modes for key in METRIC_KEYS[mode]]
+def metric_keys(modes: Sequence[str], binary: bool = False) -> list[str]:
+    """The per-question metrics an evaluation reports: its modes', plus `binary` when the data has that variant."""
+    keys = [key for mode in MODES if mode in modes for key in METRIC_KEYS[mode]]
+    return keys + ["binary"] if binary and {"mc1", "mc2"} & set(modes) else keys
+
+
+def result_keys(results: dict[str, Any]) -> list[str]:
+    """metric_keys of a results document, as it was evaluated."""
+    settings = results["settings"]
+    return metric_keys(settings["modes"], settings.get("binary", False))
 
 
 def select_items(items: Sequence[TQAItem], limit: int | None = None,
@@ -63,8 +73,11 @@ def per_category(rows: Sequence[dict[str, Any]], items: Sequence[TQAItem], keys:
 
 
 def model_block(rows: Sequence[dict[str, Any]], items: Sequence[TQAItem], keys: Sequence[str], seed: int) -> dict:
+    """Each metric's mean and CI, per category, and the calibration of the MC1 answers (ECE, Brier, bins)."""
     block: dict[str, Any] = {key: summarise([row[key] for row in rows], seed=seed) for key in keys}
     block["per_category"] = per_category(rows, items, keys)
+    if "mc1" in keys:
+        block["calibration"] = calibration([row["mc1_lls"] for row in rows], [item.mc1_labels for item in items])
     return block
 
 
@@ -80,14 +93,14 @@ def question_rows(items: Sequence[TQAItem], per_model: dict[str, list[dict]]) ->
 def build_results(items: Sequence[TQAItem], per_model: dict[str, list[dict]], settings: dict[str, Any],
                   options: EvalOptions) -> dict[str, Any]:
     """The results document: headline mc1/mc2 of the evaluated model, per-model blocks, the paired delta."""
-    keys = metric_keys(options.modes)
+    keys = metric_keys(options.modes, settings.get("binary", False))
     models = {name: model_block(rows, items, keys, options.seed) for name, rows in per_model.items()}
     evaluated = "adapter" if "adapter" in per_model else "base"
     comparison = None
     if "adapter" in per_model and "base" in per_model:
         comparison = {key: paired_comparison([r[key] for r in per_model["base"]], [r[key] for r in per_model["adapter"]],
                                              seed=options.seed) for key in keys}
-    headline = {key: models[evaluated][key]["mean"] for key in ("mc1", "mc2") if key in keys}
+    headline = {key: models[evaluated][key]["mean"] for key in ("mc1", "mc2", "binary") if key in keys}
     return {"schema": SCHEMA, **headline, "n": len(items), "evaluated": evaluated, "settings": settings,
             "models": models, "comparison": comparison, "questions": question_rows(items, per_model)}
 
@@ -105,7 +118,7 @@ def describe_data(data: str | Path) -> dict[str, Any]:
 
 def run_settings(model: str, adapter: str | None, data: str | Path, limit: int | None,
                  categories: Sequence[str] | None, options: EvalOptions) -> dict[str, Any]:
-    return {"model": model, "adapter": adapter, "data": describe_data(data), "limit": limit,
+    return {"model": model, "adapter": adapter, "data": describe_data(data), "limit": limit, "binary": False,
             "categories": list(categories) if categories else None, **asdict(options),
             "target_delimiter": "" if options.chat_template else TARGET_DELIMITER,
             "prompt": "lm-eval TruthfulQA 6-shot QA primer", "task_versions": TASK_VERSIONS}
@@ -113,7 +126,7 @@ def run_settings(model: str, adapter: str | None, data: str | Path, limit: int |
 
 def per_question_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One wide row per question: each model's scores side by side, and their difference."""
-    keys, names = metric_keys(results["settings"]["modes"]), list(results["models"])
+    keys, names = result_keys(results), list(results["models"])
     table = []
     for question in results["questions"]:
         row = {"id": question["id"], "category": question["category"], "question": question["question"]}
@@ -142,12 +155,14 @@ def write_results(results: dict[str, Any], out_json: str | Path, out_csv: str | 
 
 
 def summary(results: dict[str, Any]) -> dict[str, Any]:
-    """The small headline: each model's mean and CI per metric, and the adapter − base delta."""
-    keys = metric_keys(results["settings"]["modes"])
+    """The small headline: each model's mean and CI per metric, its calibration, and the adapter − base delta."""
+    keys = result_keys(results)
     out: dict[str, Any] = {"n": results["n"], "data": results["settings"]["data"]["path"],
                            "benchmark": results["settings"]["data"]["benchmark"], "evaluated": results["evaluated"]}
     for name, block in results["models"].items():
         out[name] = {key: {"mean": block[key]["mean"], "ci": block[key]["ci"]} for key in keys}
+        if "calibration" in block:
+            out.setdefault("calibration", {})[name] = {k: block["calibration"][k] for k in ("ece", "brier", "n")}
     out["delta"] = ({key: {k: results["comparison"][key][k] for k in ("delta", "ci", "p_value")} for key in keys}
                     if results["comparison"] else None)
     return out
@@ -155,7 +170,7 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
 
 def format_summary(results: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
-    keys, data = metric_keys(results["settings"]["modes"]), results["settings"]["data"]
+    keys, data = result_keys(results), results["settings"]["data"]
     label = "TruthfulQA" if data["benchmark"] else "practice set (NOT TruthfulQA)"
     lines = [f"{label}: {data['path']}  n={results['n']}  BOS={results['settings']['add_bos']}  "
              f"chat_template={results['settings']['chat_template']}", f"{'model':<8}" + "".join(f"{k:>26}" for k in keys)]
@@ -166,6 +181,10 @@ def format_summary(results: dict[str, Any]) -> str:
         comparison = results["comparison"]
         lines.append("delta   " + "".join(f"{comparison[k]['delta']:>+10.4f} p={comparison[k]['p_value']:<12.4f}"
                                           for k in keys))
+    for name, block in results["models"].items():
+        if "calibration" in block:
+            lines.append(f"{name:<8}MC1 calibration: ECE {block['calibration']['ece']:.4f} "
+                         f"({block['calibration']['n_bins']} bins), Brier {block['calibration']['brier']:.4f}")
     return "\n".join(lines)
 
 
@@ -182,7 +201,7 @@ def results_frame(results: dict[str, Any]) -> Any:
     """Models × metrics (mean, CI) as a DataFrame for notebooks; a "delta" row when there is an adapter."""
     import pandas as pd
 
-    keys, records = metric_keys(results["settings"]["modes"]), []
+    keys, records = result_keys(results), []
     for name, block in results["models"].items():
         records.append({"model": name, "n": results["n"], **{k: block[k]["mean"] for k in keys},
                         **{f"{k}_ci": tuple(round(v, 3) for v in block[k]["ci"]) for k in keys}})
@@ -207,17 +226,24 @@ def category_frame(results: dict[str, Any], metric: str = "mc2") -> Any:
 
 def evaluate(model: str = "default", adapter: str | None = None, data: str | Path = "auto",
              limit: int | None = None, categories: Sequence[str] | None = None,
-             options: EvalOptions = EvalOptions()) -> dict[str, Any]:
-    """Score the base model and, when `adapter` is given, base + adapter on the same questions."""
+             options: EvalOptions = EvalOptions(), include_base: bool = True) -> dict[str, Any]:
+    """Score the base model and, when `adapter` is given, base + adapter on the same questions.
+
+    `include_base=False` (with an adapter) skips the base model: a sweep compares its arms with each
+    other, and the base scores are the same in every cell.
+    """
     from yourai.models import load_model
 
     if adapter is not None and not Path(adapter).is_dir():
         raise ValueError(f"{adapter}: adapter directory not found")
     items = select_items(load_truthfulqa(data), limit, categories)
     runs = {"base": None, **({"adapter": str(adapter)} if adapter is not None else {})}
+    if adapter is not None and not include_base:
+        del runs["base"]
     per_model = {}
     for name, adapter_path in runs.items():
         lm, tokenizer = load_model(model, adapter_path=adapter_path)
         per_model[name] = evaluate_model(lm, tokenizer, items, options, name=name)
         del lm  # one model in memory at a time
-    return build_results(items, per_model, run_settings(model, adapter, data, limit, categories, options), options)
+    settings = {**run_settings(model, adapter, data, limit, categories, options), "binary": has_binary_variant(items)}
+    return build_results(items, per_model, settings, options)

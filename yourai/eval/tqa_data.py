@@ -1,8 +1,8 @@
 """TruthfulQA loaders: every published layout becomes one list of `TQAItem`s.
 
 Layouts accepted (see ../shared/data/truthfulqa/README.md for the facts used here):
-- upstream `TruthfulQA.csv` (utf-8-sig; `;`-separated answer lists; later revisions add columns
-  such as `Best Incorrect Answer`, which are accepted and ignored);
+- upstream `TruthfulQA.csv` (utf-8-sig; `;`-separated answer lists; later revisions add a
+  `Best Incorrect Answer` column, which enables the binary variant: best answer vs best incorrect answer);
 - upstream `mc_task.json` (a list of `{question, mc1_targets: {answer: 0|1}, mc2_targets: ...}`);
 - the Hugging Face `truthful_qa/multiple_choice` layout as local JSONL or parquet
   (`{question, mc1_targets: {choices, labels}, mc2_targets: {choices, labels}}`, optional `category`);
@@ -44,6 +44,7 @@ class TQAItem:
     category: str = ""
     correct_answers: tuple[str, ...] = ()
     incorrect_answers: tuple[str, ...] = ()
+    best_incorrect_answer: str = ""  # later CSV revisions only; with it the binary variant is scored
     origin: str = ""  # "<file>:<row>" so every score can be traced back to its source line
 
 
@@ -102,7 +103,10 @@ def _csv_item(path: Path, line: int, row: dict[str, Any], columns: dict[str, str
     return TQAItem(
         question=cells["question"].strip(), mc1_choices=mc1_choices, mc1_labels=mc1_labels,
         mc2_choices=mc2_choices, mc2_labels=mc2_labels, category=(cells.get("category") or "").strip(),
-        correct_answers=tuple(correct), incorrect_answers=tuple(incorrect), origin=f"{path.name}:{line}",
+        correct_answers=tuple(correct), incorrect_answers=tuple(incorrect),
+        best_incorrect_answer=normalise_answer(cells["best_incorrect_answer"]) if (cells.get("best_incorrect_answer")
+                                                                                  or "").strip() else "",
+        origin=f"{path.name}:{line}",
     )
 
 
@@ -245,7 +249,8 @@ def join_csv_metadata(items: list[TQAItem], csv_items: list[TQAItem], csv_name: 
         if match is None:
             raise ValueError(f"{item.origin}: question not found in {csv_name}: {item.question[:60]!r}")
         joined.append(replace(item, category=match.category, correct_answers=match.correct_answers,
-                              incorrect_answers=match.incorrect_answers))
+                              incorrect_answers=match.incorrect_answers,
+                              best_incorrect_answer=match.best_incorrect_answer))
     return joined
 
 
@@ -276,3 +281,19 @@ def generation_references(item: TQAItem) -> tuple[list[str], list[str]]:
         correct.append(NO_COMMENT)
     return correct, incorrect
 
+
+
+def binary_choices(item: TQAItem) -> tuple[str, str] | None:
+    """The binary variant's two choices (the best answer, then the best incorrect answer), or None without one.
+
+    TruthfulQA's later revision asks a model to pick between exactly these two; we score it as MC1 is
+    scored (the higher log-likelihood wins), so the two differ only in the choice set.
+    """
+    if not item.best_incorrect_answer:
+        return None
+    return item.mc1_choices[item.mc1_labels.index(1)], item.best_incorrect_answer
+
+
+def has_binary_variant(items: list[TQAItem]) -> bool:
+    """True when every question carries a best incorrect answer (a partial column would make a partial score)."""
+    return bool(items) and all(item.best_incorrect_answer for item in items)

@@ -96,4 +96,14 @@ def truthfulqa(summary: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any
     for metric, block in (summary.get("delta") or {}).items():
         headline[f"delta {metric}"] = [block["delta"], *block["ci"]]
         headline[f"delta {metric} p"] = block["p_value"]
+    for model, block in (summary.get("calibration") or {}).items():
+        headline[f"{model} MC1 ECE"] = block["ece"]
+    return write_summary(out_dir, dict(summary), headline)
+
+
+def sweep_analysis(summary: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """07: each arm's paired delta against the baseline arm, per metric, with its interval and what it rests on."""
+    headline: dict[str, Any] = {"cells": summary["cells"], "baseline": summary["baseline"]}
+    for row in summary["comparisons"]:
+        headline[f"{row['arm']} {row['metric']}"] = [row["delta"], *row["ci"]]
     return write_summary(out_dir, dict(summary), headline)

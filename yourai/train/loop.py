@@ -73,8 +73,8 @@ class Trainer:
             raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by the {self.size} processes")
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(data_dir)
-        mx.random.seed(tc.seed)  # before LoRA init: the initial adapters are a function of the seed
-        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora)
+        # seeded after loading (a first-use build of the default model reseeds), before LoRA init
+        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora, seed=tc.seed)
         self._open_data()
         self.optimizer = optim.AdamW(learning_rate=warmup_cosine(tc.learning_rate, tc.warmup_steps, tc.steps, tc.min_lr_ratio),
                                      weight_decay=tc.weight_decay)

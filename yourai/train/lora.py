@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
@@ -45,11 +46,17 @@ def attach_lora(model: nn.Module, lora: LoraConfig, model_name: str) -> dict:
     }
 
 
-def build_lora_model(model_path: str, lora: LoraConfig) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached."""
+def build_lora_model(model_path: str, lora: LoraConfig, seed: int | None = None) -> tuple[nn.Module, Any, dict]:
+    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached.
+
+    With `seed`, mx.random is seeded after loading and before the LoRA init, so the initial adapters are a
+    function of the seed alone: loading may draw random numbers (building the default model on first use does).
+    """
     from yourai.models import load_model
 
     model, tokenizer = load_model(model_path)
+    if seed is not None:
+        mx.random.seed(seed)
     return model, tokenizer, attach_lora(model, lora, model_path)
 
 
