@@ -56,7 +56,8 @@ def _run(tmp_path: Path, sources: list, name: str = "out", **changes) -> tuple[P
 def test_broken_fixture_every_record_rejected_with_its_reason_or_kept(tmp_path: Path) -> None:
     expected = json.loads((FIXTURE / "expected.json").read_text())
     assert sum(e["reason"] != "good" for e in expected) >= 30
-    out, report = _run(tmp_path, [FIXTURE / "broken.jsonl", FIXTURE / "broken.csv", FIXTURE / "texts"],
+    out, report = _run(tmp_path, [FIXTURE / "broken.jsonl", FIXTURE / "broken.csv", FIXTURE / "noheader.csv",
+                                  FIXTURE / "texts"],
                        balance=False)
     rejects = {(Path(r["source"]).name, r["line"]): r for r in _read_jsonl(out / "rejects.jsonl")}
     kept_lines = len(_read_jsonl(out / "curated.jsonl"))
