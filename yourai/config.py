@@ -368,33 +368,9 @@ def load_config(
     for dotted, value in parsed.items():
         _set_dotted(data, dotted, value)
     source = f"{path}" + (f" (with overrides {', '.join(parsed)})" if parsed else "")
-    return build(Config, _with_profile(data, source), source)
+    from yourai.hardware import under_profile  # hardware builds on this module: imported on use
 
-
-def _with_profile(data: dict, source: str) -> dict:
-    """The config tree on top of the hardware profile's settings; run.hardware_profile names the one applied."""
-    from yourai.hardware import profile_settings  # hardware builds on this module: imported on use
-
-    run = data.get("run")
-    if run is not None and not isinstance(run, Mapping):
-        return data  # build() reports the malformed section
-    requested = (run or {}).get("hardware_profile", RunConfig.hardware_profile)
-    try:
-        name, settings = profile_settings(requested)
-    except ValueError as err:
-        raise ConfigError(f"{source}: run.hardware_profile: {err}") from err
-    merged = _merge(settings, data)
-    merged["run"] = {**merged.get("run", {}), "hardware_profile": name}
-    return merged
-
-
-def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
-    """Nested dicts merged key by key; `top` wins (lists and scalars are replaced whole)."""
-    merged = dict(base)
-    for key, value in top.items():
-        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
-        merged[key] = _merge(merged[key], value) if both else value
-    return merged
+    return build(Config, under_profile(data, source), source)
 
 
 def load_hardware_profile(path: str | Path) -> HardwareProfile:

@@ -12,11 +12,11 @@ import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import psutil
 
-from yourai.config import HardwareProfile, load_hardware_profile, to_dict
+from yourai.config import ConfigError, HardwareProfile, RunConfig, load_hardware_profile, to_dict
 from yourai.paths import configs_dir, default_model_dir
 
 GIB = 1024**3
@@ -147,6 +147,31 @@ def profile_settings(name: str) -> tuple[str, dict[str, Any]]:
     train: dict[str, Any] = {key: getattr(profile, attr) for attr, key in PROFILE_TRAIN_KEYS.items()}
     train["lora"] = {key: getattr(profile, attr) for attr, key in PROFILE_LORA_KEYS.items()}
     return profile.name, {"train": train, "memory": to_dict(profile.memory)}
+
+
+def under_profile(data: dict, source: str) -> dict:
+    """A config tree (file + overrides) on top of its hardware profile's settings, with run.hardware_profile
+    naming the profile applied; yourai.config.load_config builds the Config from it."""
+    run = data.get("run")
+    if run is not None and not isinstance(run, Mapping):
+        return data  # build() reports the malformed section
+    requested = (run or {}).get("hardware_profile", RunConfig.hardware_profile)
+    try:
+        name, settings = profile_settings(requested)
+    except ValueError as err:
+        raise ConfigError(f"{source}: run.hardware_profile: {err}") from err
+    merged = _merge(settings, data)
+    merged["run"] = {**merged.get("run", {}), "hardware_profile": name}
+    return merged
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
+    """Nested dicts merged key by key; `top` wins (lists and scalars are replaced whole)."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def doctor_report() -> dict:
