@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from yourai.eval.results import evaluate, format_summary, write_results
+from yourai.cli.errors import fail
+from yourai.eval.results import evaluate, format_summary, output_paths, write_results
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 
 
@@ -13,7 +13,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
                                      "scores them, base and base + adapter, offline.")
     parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model")
-    parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout) or a `yourai train` --out "
+                        "dir; adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N questions")
@@ -31,18 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str]) -> int:
-    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2."""
+    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2.
+
+    The output paths, model and adapter are checked before the first question is scored.
+    """
     args = build_parser().parse_args(argv)
     categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
     try:
+        output_paths(args.out, args.csv)
         options = EvalOptions(modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
                               progress=not args.no_progress, seed=args.seed)
         results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
-    except ValueError as error:
-        print(f"yourai eval: {error}", file=sys.stderr)
-        return 2
-    write_results(results, args.out, args.csv)
+        write_results(results, args.out, args.csv)
+    except (ValueError, OSError) as error:
+        return fail("eval", error, 2)
     print(format_summary(results))
     return 0

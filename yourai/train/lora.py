@@ -46,11 +46,16 @@ def attach_lora(model: nn.Module, lora: LoraConfig, model_name: str) -> dict:
 
 
 def build_lora_model(model_path: str, lora: LoraConfig) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached."""
-    from yourai.models import load_model
+    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached.
 
-    model, tokenizer = load_model(model_path)
-    return model, tokenizer, attach_lora(model, lora, model_path)
+    adapter_config.json records the resolved model (the embedded default's directory, an absolute
+    local path, or the hub id), so `mlx_lm.generate --model "$(jq -r .model adapter_config.json)"` works.
+    """
+    from yourai.models import load_model, resolve_model
+
+    resolved = resolve_model(model_path)
+    model, tokenizer = load_model(resolved)
+    return model, tokenizer, attach_lora(model, lora, resolved)
 
 
 @contextmanager
