@@ -50,13 +50,16 @@ def adapters_identical(first: Path, second: Path) -> bool:
 
 def objective_experiment(config: Config, data_dir: Path, out_dir: Path, seeds: Sequence[int],
                          objectives: Sequence[str] = ("plain", "faithful", "weighted")) -> list[dict]:
-    """Train every (seed, objective) pair on the same data; one row per run with its final validation."""
+    """Train every (seed, objective) pair on the same data; one row per run with its final validation.
+
+    Each arm owns `out_dir/seed<N>-<objective>`: running the experiment again starts those runs over.
+    """
     rows = []
     for seed in seeds:
         for objective in objectives:
             run_dir = Path(out_dir) / f"seed{seed}-{objective}"
             arm = with_overrides(config, {"train.seed": seed, "loss.objective": objective}, "experiment arm")
-            result = train(arm, run_dir, data_dir=data_dir, progress=False)
+            result = train(arm, run_dir, data_dir=data_dir, overwrite=True, progress=False)
             final = result.evals[-1] if result.evals else {}
             rows.append({"seed": seed, "objective": objective, "train_loss": result.last.get("loss"),
                          "train_ce": result.last.get("ce"), **{k: final.get(k) for k in

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 
 import mlx.core as mx
 
+from yourai.paths import writing
+
 MANIFEST = "manifest.json"
 STATE_JSON = "trainer_state.json"
 STATE_ARRAYS = "trainer_state.safetensors"
@@ -64,8 +66,10 @@ def checkpoint_name(step: int) -> str:
 
 def write_adapter_dir(directory: Path, adapters: Mapping[str, mx.array], adapter_config: Mapping[str, Any]) -> None:
     """adapters.safetensors + adapter_config.json exactly as mlx-lm writes them."""
-    mx.save_safetensors(str(directory / ADAPTERS), dict(adapters))
-    (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=4) + "\n")
+    with writing(directory / ADAPTERS):
+        mx.save_safetensors(str(directory / ADAPTERS), dict(adapters))
+    with writing(directory / ADAPTER_CONFIG):
+        (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=4) + "\n")
 
 
 def write_manifest(directory: Path) -> dict:
@@ -112,8 +116,10 @@ def save_checkpoint(
     write_adapter_dir(staging, adapters, adapter_config)
     arrays = {OPTIMIZER_PREFIX + k: v for k, v in optimizer_state.items()}
     arrays[RNG_KEY] = rng_key
-    mx.save_safetensors(str(staging / STATE_ARRAYS), arrays, metadata={"step": str(step)})
-    (staging / STATE_JSON).write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True) + "\n")
+    with writing(staging / STATE_ARRAYS):
+        mx.save_safetensors(str(staging / STATE_ARRAYS), arrays, metadata={"step": str(step)})
+    with writing(staging / STATE_JSON):
+        (staging / STATE_JSON).write_text(json.dumps({"step": step, **state}, indent=2, sort_keys=True) + "\n")
     write_manifest(staging)
     return publish(staging, root / checkpoint_name(step))
 
