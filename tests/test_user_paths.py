@@ -139,3 +139,215 @@ def test_curate_bad_sources_setting_is_one_line(tmp_path, capsys):
     assert code == 2
     assert err.strip().endswith("curate.sources[0]: expected str or a mapping, got int 1")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- 4. run directories are safe
+
+SMALL = ["--no-progress", "train.batch_size=4", "train.max_seq_length=32", "train.lora.num_layers=1",
+         "train.val_batches=1", "train.eval_every=2", "train.save_every=1", "train.warmup_steps=0"]
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory) -> Path:
+    from yourai.config import load_config
+    from yourai.data.curate import curate
+
+    out = tmp_path_factory.mktemp("curated")
+    curate(None, out, load_config().curate, truthfulqa_csv=None, workers=1)
+    return out
+
+
+def _train(capsys, out: Path, data: Path, *args: str) -> tuple[int, str]:
+    code = main(["train", "--out", str(out), "--data", str(data), *SMALL, *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(curated, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--out", str(out), "--data", str(curated), "--steps", "2", *SMALL]) == 0
+    return out
+
+
+def test_a_second_train_into_the_same_out_is_refused_naming_the_first_pid(curated, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "yourai", "train", "--out", str(out), "--data", str(curated), "--steps", "400",
+               *SMALL, "train.save_every=1000", "train.eval_every=1000"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        lock = out / ".yourai-train.lock"
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().strip()) and first.poll() is None:
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.1)
+        second = subprocess.run(command[:-3] + ["--steps", "1"], capture_output=True, text=True, env=dict(os.environ))
+        assert second.returncode == 1
+        assert f"another training run (PID {first.pid}) is writing here" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # The first run was killed: its lock file still names it, the next run takes the lock over and says so.
+    assert (out / ".yourai-train.lock").read_text().strip() == str(first.pid)
+    code = main(["train", "--out", str(out), "--data", str(curated), "--steps", "1", *SMALL, "--overwrite"])
+    assert code == 0
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "stale_lock_taken_over", "pid": first.pid} in events
+
+
+def test_fresh_run_into_checkpoints_refuses_and_overwrite_keeps_foreign_files(trained, curated, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    (out / "checkpoints" / "my_notes.txt").write_text("mine")
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    code, err = _train(capsys, out, curated, "--steps", "1")
+    assert code == 1 and "holds 2 checkpoint(s) of an earlier run" in err and "--resume" in err and "--overwrite" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # refused: nothing deleted
+    code, err = _train(capsys, out, curated, "--steps", "1", "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["my_notes.txt", "step-00000001"]
+
+
+def test_resume_with_nothing_to_resume_fails_before_doing_anything(tmp_path, capsys):
+    code = main(["train", "--out", str(tmp_path / "empty"), "--resume", *SMALL])
+    err = capsys.readouterr().err
+    assert code == 1 and "nothing to resume (no checkpoint in it); run without --resume" in err
+    assert not (tmp_path / "empty" / "data").exists()  # it did not curate default data first
+
+
+# ---------------------------------------------------------------- 5/6. bad settings and bad files: one line each
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=.nan", "train.learning_rate: must be a finite number, got nan"),
+    ("train.steps=[", "override 'train.steps=[': the value is not valid YAML"),
+])
+def test_bad_training_settings_are_refused_before_training(curated, tmp_path, capsys, override, message):
+    code, err = _train(capsys, tmp_path / "run", curated, override)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_non_utf8_config_is_one_line(tmp_path, capsys):
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes(b"model:\n  path: caf\xe9\n")
+    assert main(["run", "-c", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.yaml: not valid UTF-8 (byte 18" in err and "Traceback" not in err
+
+
+def test_run_with_a_missing_config_is_one_line(tmp_path, capsys):
+    assert main(["run", "-c", str(tmp_path / "nope.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == f"yourai run: {tmp_path / 'nope.yaml'}: config file not found"
+
+
+def test_a_model_path_that_does_not_exist(curated, tmp_path, capsys):
+    code, err = _train(capsys, tmp_path / "run", curated, "--model", "/nonexistent/model")
+    assert code == 1
+    assert "/nonexistent/model: no such model directory, and not a hub id" in err and "Repo id" not in err
+
+
+def test_a_corrupt_model_file(curated, tmp_path, capsys):
+    import shutil
+
+    from yourai.models import ensure_default_model
+
+    model = tmp_path / "model"
+    shutil.copytree(ensure_default_model(), model)
+    with open(model / "model.safetensors", "r+b") as handle:
+        handle.truncate(1000)
+    code, err = _train(capsys, tmp_path / "run", curated, "--model", str(model))
+    assert code == 1 and f"{model / 'model.safetensors'}: truncated or corrupt" in err
+
+
+def test_non_utf8_training_data_names_file_and_line(curated, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(curated, data)
+    lines = (data / "train.jsonl").read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b'"text": "', b'"text": "caf\xe9 ', 1)
+    (data / "train.jsonl").write_bytes(b"\n".join(lines))
+    code, err = _train(capsys, tmp_path / "run", data)
+    assert code == 1 and f"{data / 'train.jsonl'}:3: not valid UTF-8" in err
+
+
+def test_disk_full_names_the_file(curated, tmp_path):
+    """A real write failure: the process may write 40 kB per file (RLIMIT_FSIZE), a checkpoint needs more."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import resource, signal, sys\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))\n"
+              "from yourai.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", script, "train", "--out", str(out), "--data", str(curated),
+                           "--steps", "2", *SMALL], capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 1, done.stderr
+    assert "adapters.safetensors: [write] Unable to write" in done.stderr and "(is the disk full?)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_debug_shows_the_traceback(curated, tmp_path, capsys):
+    with pytest.raises(Exception, match="no such model directory"):
+        main(["--debug", "train", "--out", str(tmp_path / "run"), "--data", str(curated), "--model", "/nonexistent/m"])
+    with pytest.raises(Exception, match="must be a finite number"):
+        main(["train", "--debug", "--out", str(tmp_path / "run"), "train.learning_rate=.inf"])
+
+
+# ---------------------------------------------------------------- 6/7. adapters: run dirs, truncation, the model they name
+
+
+def test_adapter_config_names_a_model_mlx_lm_can_load(trained):
+    import subprocess
+    import sys
+
+    from yourai.models import ensure_default_model
+
+    config = json.loads((trained / "adapters" / "adapter_config.json").read_text())
+    assert config["model"] == str(ensure_default_model().resolve())
+    done = subprocess.run([sys.executable, "-m", "mlx_lm", "generate", "--model", config["model"], "--adapter-path",
+                           str(trained / "adapters"), "--prompt", "The specimen", "--max-tokens", "4"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_eval_and_generate_accept_a_training_run_directory(trained, tmp_path, capsys):
+    code = main(["eval", "--adapter", str(trained), "--limit", "2", "--no-progress", "--out", str(tmp_path / "r.json")])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert results["settings"]["adapter"] == str(trained / "adapters") and results["evaluated"] == "adapter"
+    assert main(["generate", "--adapter", str(trained), "--max-tokens", "3", "--temp", "0"]) == 0
+
+
+def test_eval_out_that_is_a_directory_is_refused_before_evaluating(trained, tmp_path, capsys):
+    import time
+
+    started = time.perf_counter()
+    code = main(["eval", "--adapter", str(trained), "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {tmp_path} is a directory; give a file path such as" in err
+    assert time.perf_counter() - started < 5  # no model was loaded or scored
+
+
+def test_a_truncated_adapter_is_named_before_evaluating(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    weights = run / "adapters" / "adapters.safetensors"
+    with open(weights, "r+b") as handle:
+        handle.truncate(weights.stat().st_size - 100)
+    code = main(["eval", "--adapter", str(run), "--out", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == 2 and f"{weights}: truncated or corrupt" in capsys.readouterr().err
+    assert main(["generate", "--adapter", str(run)]) == 1
+    assert f"yourai generate: {weights}: truncated or corrupt" in capsys.readouterr().err
