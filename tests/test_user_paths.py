@@ -351,3 +351,82 @@ def test_a_truncated_adapter_is_named_before_evaluating(trained, tmp_path, capsy
     assert code == 2 and f"{weights}: truncated or corrupt" in capsys.readouterr().err
     assert main(["generate", "--adapter", str(run)]) == 1
     assert f"yourai generate: {weights}: truncated or corrupt" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 1. one config path, every stage
+
+
+@pytest.fixture(scope="module")
+def custom_run(tmp_path_factory) -> Path:
+    """All six notebooks under `yourai run -c custom.yaml key=value`, each setting small or unusual on purpose."""
+    from yourai.paths import sample_corpus_path
+
+    root = tmp_path_factory.mktemp("custom")
+    extra = _jsonl(root / "extra.jsonl", [{"text": t} for t in TEXTS[:2]])  # mlx-lm records: no source_type
+    config = root / "custom.yaml"
+    config.write_text(f"""curate:
+  sources: [{sample_corpus_path()}, {extra}]
+  max_words: 100
+  chunk_overlap_words: 50
+  near_dup_threshold: 0.5
+loss: {{weight_cap: 10.0}}
+train: {{steps: 3, eval_every: 3, save_every: 3, val_batches: 1}}
+memory: {{clear_cache_fraction: 0.96, pause_fraction: 0.97, shrink_fraction: 0.98, abort_fraction: 0.99}}
+eval: {{limit: 2}}
+""")
+    code = main(["run", "-c", str(config), "--name", "custom", "--runs-dir", str(root / "runs"), "train.max_seq_length=48"])
+    assert code == 0, (root / "runs" / "custom" / "summary.md").read_text()
+    return root / "runs" / "custom"
+
+
+def _stage(run: Path, stage: str) -> dict:
+    return json.loads((run / stage / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_stage_01_curates_with_the_custom_chunking_and_sources(custom_run):
+    report = json.loads((custom_run / "01" / "report.json").read_text())
+    assert (report["config"]["max_words"], report["config"]["chunk_overlap_words"],
+            report["config"]["near_dup_threshold"]) == (100, 50, 0.5)
+    assert report["funnel"]["read"] == 282  # the sample corpus and the two records of extra.jsonl
+    assert report["chunking"]["records_chunked"] > 6  # 400-word windows chunk 6 sample records; 100-word ones more
+
+
+@pytest.mark.slow
+def test_stage_02_scores_the_custom_sources(custom_run):
+    assert "unknown" in _stage(custom_run, "02")["mean_by_group"]  # extra.jsonl's records have no source_type
+
+
+@pytest.mark.slow
+def test_stage_03_uses_the_custom_weight_cap(custom_run):
+    summary = _stage(custom_run, "03")
+    assert summary["parameters"]["cap"] == 10.0
+    assert summary["weight_stats"]["monotone"]["max_over_min"] == pytest.approx(10.0, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_stage_04_trains_with_the_custom_steps_and_length(custom_run):
+    summary = _stage(custom_run, "04")
+    assert summary["steps"] == 3
+    events = [json.loads(line) for line in (custom_run / "04" / "metrics.jsonl").read_text().splitlines()]
+    begin = next(e for e in events if e.get("event") == "train_begin")
+    steps = [e for e in events if "loss" in e and "step" in e]
+    assert begin["steps"] == 3 and len(steps) == 3
+    assert all(e["tokens"] <= e["micro_batch"] * e["micro_batches"] * 47 for e in steps)  # 48-token windows: 47 targets
+
+
+@pytest.mark.slow
+def test_stage_05_guards_with_the_custom_thresholds(custom_run):
+    from yourai.config import MemoryConfig
+    from yourai.notebook.memory_profile import PressureScenario, simulate_guard
+
+    summary = _stage(custom_run, "05")
+    assert summary["guard_thresholds"] == {"clear_cache_fraction": 0.96, "pause_fraction": 0.97,
+                                           "shrink_fraction": 0.98, "abort_fraction": 0.99}
+    default_actions = simulate_guard(PressureScenario(), MemoryConfig()).table["action"].tolist()
+    assert [row["action"] for row in summary["guard_actions"]] != default_actions
+
+
+@pytest.mark.slow
+def test_stage_06_evaluates_the_custom_number_of_questions(custom_run):
+    assert _stage(custom_run, "06")["headline"]["questions"] == 2

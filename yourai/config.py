@@ -168,10 +168,8 @@ class EvalConfig:
     data: str = "auto"  # "auto" = ../shared v0 MC data when present, else the sample file
     limit: int | None = None
     modes: list = _items("mc1", "mc2")
-    batch_size: int = _bounded(16, 1, None)
     chat_template: bool = False
-    bootstrap_samples: int = _bounded(1000, 10, None)
-    seed: int = 0
+    seed: int = 0  # of the bootstrap intervals and the permutation test
 
 
 @dataclass(frozen=True)
