@@ -430,3 +430,29 @@ def test_stage_05_guards_with_the_custom_thresholds(custom_run):
 @pytest.mark.slow
 def test_stage_06_evaluates_the_custom_number_of_questions(custom_run):
     assert _stage(custom_run, "06")["headline"]["questions"] == 2
+
+
+def test_yourai_run_prints_only_its_own_lines(tmp_path):
+    """ipykernel warns once per kernel about unencrypted TCP; over IPC sockets there is nothing to warn about."""
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for stage in ("01", "02"):
+        parameters = nbformat.v4.new_code_cell("config_path = None\noverrides = {}\nrun_dir = 'x'")
+        parameters.metadata["tags"] = ["parameters"]
+        notebook = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell("print('hello')")])
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(notebook, notebooks / f"{stage}_stage.ipynb")
+    done = subprocess.run([sys.executable, "-m", "yourai", "run", "--name", "quiet", "--runs-dir", str(tmp_path / "runs"),
+                           "--notebooks-dir", str(notebooks)], capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert "without encryption" not in output and "WARNING" not in output
+    assert [line.split(":")[0] for line in done.stdout.splitlines()] == \
+        ["[1/2] 01 data curation", "[1/2] 01 data curation", "[2/2] 02 citation scoring",
+         "[2/2] 02 citation scoring", "summary"]
