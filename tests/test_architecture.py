@@ -21,7 +21,7 @@ LAYERS = (
     {"data"},
     {"train", "eval"},
     {"notebook"},
-    {"pipeline"},
+    {"pipeline", "readme_numbers"},
     {"cli"},
     {"__main__"},
 )

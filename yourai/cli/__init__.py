@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("yourai.cli.train", "cli_main", "LoRA training with the distrust objective"),
     "eval": ("yourai.cli.eval", "cli_main", "TruthfulQA MC1/MC2/generation, base vs adapter"),
     "run": ("yourai.cli.run", "cli_main", "run the six notebooks with papermill into runs/<name>/"),
+    "readme-numbers": ("yourai.cli.readme", "cli_main", "carry a demo run's numbers into the README (make demo does)"),
 }
 
 
