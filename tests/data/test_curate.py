@@ -243,8 +243,7 @@ def test_cli_items_split_into_sources_and_overrides() -> None:
 
 @pytest.mark.slow
 def test_sample_corpus_gives_valid_split_with_primary_and_consensus(tmp_path: Path) -> None:
-    if not sample_corpus_path().is_file():
-        pytest.skip(f"sample corpus not built yet at {sample_corpus_path()}")
+    assert sample_corpus_path().is_file(), f"{sample_corpus_path()} is committed: a checkout without it is broken"
     out = tmp_path / "sample"
     report = curate(None, out, CurateConfig(), truthfulqa_csv=None, workers=1)
     assert report["reconciliation"]["ok"]
