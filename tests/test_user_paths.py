@@ -329,13 +329,16 @@ def test_eval_and_generate_accept_a_training_run_directory(trained, tmp_path, ca
     assert main(["generate", "--adapter", str(trained), "--max-tokens", "3", "--temp", "0"]) == 0
 
 
-def test_eval_out_that_is_a_directory_is_refused_before_evaluating(trained, tmp_path, capsys):
+def test_eval_out_that_is_a_directory_is_refused_before_evaluating(trained, tmp_path, capsys, monkeypatch):
     import time
 
     started = time.perf_counter()
     code = main(["eval", "--adapter", str(trained), "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and f"--out {tmp_path} is a directory; give a file path such as" in err
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--adapter", str(trained), "--out", ".", "--no-progress"]) == 2
+    assert "--out . is a directory; give a file path such as truthfulqa.json" in capsys.readouterr().err
     assert time.perf_counter() - started < 5  # no model was loaded or scored
 
 

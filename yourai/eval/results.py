@@ -132,13 +132,17 @@ def output_paths(out_json: str | Path, out_csv: str | Path | None = None) -> tup
     """(results JSON, per-question CSV) paths, refused up front when they cannot be files, so a long
     evaluation never ends in a write error."""
     out_json = Path(out_json)
+    _check_file_path(out_json, "--out", "truthfulqa.json")
     out_csv = Path(out_csv) if out_csv else out_json.with_suffix(".per_question.csv")
-    for path, what in ((out_json, "--out"), (out_csv, "--csv")):
-        if path.is_dir():
-            raise ValueError(f"{what} {path} is a directory; give a file path such as {path / 'truthfulqa.json'}")
-        if any(parent.exists() and not parent.is_dir() for parent in path.parents):
-            raise ValueError(f"{what} {path}: a parent of it is a file, not a directory")
+    _check_file_path(out_csv, "--csv", "per_question.csv")
     return out_json, out_csv
+
+
+def _check_file_path(path: Path, what: str, example: str) -> None:
+    if path.is_dir() or not path.name:
+        raise ValueError(f"{what} {path} is a directory; give a file path such as {path / example}")
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise ValueError(f"{what} {path}: a parent of it is a file, not a directory")
 
 
 def write_results(results: dict[str, Any], out_json: str | Path, out_csv: str | Path | None = None) -> None:
