@@ -6,7 +6,6 @@ import sys
 import types
 
 import yourai  # noqa: F401
-import pytest
 
 from yourai.notebook import live
 

@@ -31,7 +31,7 @@ def _dead_pid() -> int:
 def test_a_second_lock_on_the_same_directory_is_refused_naming_the_holder(tmp_path):
     first = RunDirLock(tmp_path).acquire()
     try:
-        with pytest.raises(RunDirError, match=rf"another training run \(this process\) is writing here"):
+        with pytest.raises(RunDirError, match=r"another training run \(this process\) is writing here"):
             RunDirLock(tmp_path).acquire()
         holder = subprocess.run([sys.executable, "-c", (
             "import sys; from yourai.train.rundir import RunDirLock, RunDirError\n"
