@@ -21,11 +21,13 @@ model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 
 # doctor, a short generation from the embedded default (built on first use, ~1 min),
-# then all six notebooks under papermill → runs/$(NAME)/summary.md
+# then all six notebooks under papermill → runs/$(NAME)/summary.md; the demo run's numbers
+# are then carried into docs/demo_numbers.json and the README (tests/test_readme.py checks them)
 demo: $(STAMP)
 	$(VENV)/bin/yourai doctor
 	$(VENV)/bin/yourai generate --prompt "The specimen was weighed and" --max-tokens 40
 	$(VENV)/bin/yourai run --name $(NAME)
+	@if [ "$(NAME)" = demo ]; then $(VENV)/bin/yourai readme-numbers runs/demo/summary.json; fi
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \

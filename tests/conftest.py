@@ -1,4 +1,4 @@
-"""Shared fixtures: the ../shared material (skipped with a reason when absent) and small models."""
+"""Shared fixtures: the ../shared material (skipped with a reason when absent, failing when incomplete)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def stories260k_dir(shared_dir: Path) -> Path:
+    """Only an absent ../shared skips; one that is there but lacks the checkpoint is broken, and fails."""
     path = shared_dir / "models" / "stories260K"
-    if not (path / "stories260K.bin").is_file():
-        pytest.skip(f"stories260K checkpoint not found under {path}")
+    missing = [name for name in ("stories260K.bin", "tok512.bin") if not (path / name).is_file()]
+    if missing:
+        pytest.fail(f"../shared is present at {shared_dir} but {path} lacks {missing}: restore it")
     return path

@@ -22,7 +22,7 @@ LAYERS = (
     {"train", "eval"},
     {"notebook"},
     {"runs"},  # recorded runs and sweeps compose train + eval (and default data from notebook/); the pipeline records through it
-    {"pipeline"},
+    {"pipeline", "readme_numbers"},
     {"cli"},
     {"__main__"},
 )

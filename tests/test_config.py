@@ -113,3 +113,54 @@ def test_every_hardware_profile_loads(path):
     assert profile.name == path.stem
     memory = profile.memory
     assert memory.clear_cache_fraction <= memory.pause_fraction <= memory.shrink_fraction <= memory.abort_fraction
+
+
+# ---------------------------------------------------------------- what a user can get wrong
+
+
+@pytest.mark.parametrize("key, value", [
+    ("train.learning_rate", ".nan"), ("train.learning_rate", ".inf"), ("loss.alpha", ".nan"),
+    ("train.lora.scale", ".inf"), ("memory.max_pause_s", ".inf"), ("curate.near_dup_threshold", "-.inf"),
+])
+def test_every_float_setting_rejects_nan_and_inf(key, value):
+    with pytest.raises(ConfigError, match=rf"{key}: must be a finite number"):
+        load_config(overrides=[f"{key}={value}"])
+
+
+def test_nan_in_a_file_is_rejected_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp\.yaml: train\.learning_rate: must be a finite number, got nan"):
+        load_config(_write(tmp_path, "train:\n  learning_rate: .NaN\n"))
+
+
+def test_non_utf8_config_names_the_file_and_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"model:\n  path: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not valid UTF-8 \(byte 18"):
+        load_config(path)
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_that_is_bad_yaml_names_the_override():
+    with pytest.raises(ConfigError, match=r"override 'train\.steps=\[': the value is not valid YAML"):
+        parse_overrides(["train.steps=["])
+    with pytest.raises(ConfigError, match="the key before '=' is empty"):
+        parse_overrides(["=3"])
+
+
+def test_list_elements_are_type_checked():
+    with pytest.raises(ConfigError, match=r"curate\.sources\[0\]: expected str or a mapping, got int 1"):
+        load_config(overrides=["curate.sources=[1,2]"])
+    with pytest.raises(ConfigError, match=r"eval\.modes\[1\]: expected str, got int 2"):
+        load_config(overrides=["eval.modes=[mc1, 2]"])
+    assert load_config(overrides=["curate.sources=[{path: a.jsonl}]"]).curate.sources == [{"path": "a.jsonl"}]
+
+
+def test_curate_defaults_and_fields_must_be_mappings():
+    with pytest.raises(ConfigError, match=r"curate\.defaults: expected a mapping, got str"):
+        load_config(overrides=["curate.defaults=CC0"])
+    config = load_config(overrides={"curate.defaults.license": "CC0-1.0", "curate.fields.origin": "url"})
+    assert config.curate.defaults == {"license": "CC0-1.0"} and config.curate.fields == {"origin": "url"}

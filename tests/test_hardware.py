@@ -53,3 +53,66 @@ def test_doctor_text_mentions_backend_and_profile(capsys):
 def test_unknown_command_exits_2(capsys):
     assert main(["nonsense"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- profiles applied to the config
+
+
+def test_named_profile_sets_training_and_memory_defaults():
+    from yourai.config import load_config
+
+    profile = next(p for p in load_profiles() if p.name == "base_16gb")
+    config = load_config(overrides=["run.hardware_profile=base_16gb"])
+    assert config.run.hardware_profile == "base_16gb"
+    assert (config.train.batch_size, config.train.grad_accumulation, config.train.max_seq_length,
+            config.train.grad_checkpoint, config.train.lora.rank, config.train.lora.num_layers) == \
+        (profile.batch_size, profile.grad_accumulation, profile.max_seq_length, profile.grad_checkpoint,
+         profile.lora_rank, profile.lora_num_layers)
+    assert config.memory.pause_fraction == profile.memory.pause_fraction == 0.78  # the guard's thresholds too
+
+
+def test_explicit_config_values_beat_the_profile(tmp_path):
+    from yourai.config import load_config
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("run: {hardware_profile: base_16gb}\ntrain: {batch_size: 3}\nmemory: {pause_fraction: 0.8}\n")
+    config = load_config(path, ["train.lora.rank=4"])
+    assert (config.train.batch_size, config.train.lora.rank, config.memory.pause_fraction) == (3, 4, 0.8)
+    assert config.train.grad_accumulation == 8  # what the file left open still comes from the profile
+
+
+def test_auto_is_resolved_to_the_detected_profile_and_none_applies_nothing():
+    from yourai.config import TrainConfig, load_config
+
+    detected = match_profile(detect_machine(), load_profiles())
+    assert load_config().run.hardware_profile == detected.name
+    assert load_config().train.max_seq_length == detected.max_seq_length
+    bare = load_config(overrides=["run.hardware_profile=none"])
+    assert bare.run.hardware_profile == "none" and bare.train.max_seq_length == TrainConfig().max_seq_length
+
+
+def test_unknown_profile_lists_the_names(tmp_path):
+    import pytest
+
+    from yourai.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"run\.hardware_profile: 'm9_1tb' is not one of \['auto', 'none', 'base_16gb'"):
+        load_config(overrides=["run.hardware_profile=m9_1tb"])
+
+
+def test_the_profile_reaches_training_through_the_cli(tmp_path, capsys):
+    """`yourai train run.hardware_profile=...` trains with the profile's settings (metrics.jsonl says so)."""
+    from yourai.cli import main
+    from yourai.paths import sample_corpus_path
+
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--steps", "1", "--no-progress", "run.hardware_profile=base_16gb",
+                 "train.max_seq_length=32", "train.lora.num_layers=1", "train.eval_every=1", "train.val_batches=1",
+                 f"curate.sources=[{sample_corpus_path()}]"])
+    assert code == 0, capsys.readouterr().err
+    begin = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(line).get("event") == "train_begin")
+    step = next(json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+                if json.loads(line).get("step") == 1 and "loss" in json.loads(line))
+    assert begin["steps"] == 1 and step["micro_batches"] == 8  # base_16gb: batch 1 x accumulation 8
+    assert json.loads((out / "adapters" / "adapter_config.json").read_text())["lora_parameters"]["rank"] == 16

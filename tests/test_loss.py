@@ -17,6 +17,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from yourai.loss import (
     auto_lambda,
+    distrust_residual,
     distrust_term,
     distrust_weights,
     empirical_distrust_loss,
@@ -60,8 +61,29 @@ def test_array_reductions_agree_with_scalar_values():
 def test_accepts_mx_arrays_and_lists():
     from_mx = empirical_distrust_loss(mx.array([0.05, 0.9]), mx.array([7.5, 1.0]))
     from_list = empirical_distrust_loss([0.05, 0.9], [7.5, 1.0])
-    assert from_mx == pytest.approx(from_list, rel=1e-6)
+    assert from_mx.item() == pytest.approx(from_list, rel=1e-6)
     assert from_list == pytest.approx((149.8047 + 4.5812) / 2, abs=1e-3)
+
+
+def test_host_functions_answer_in_the_callers_type():
+    """Code written for the reference's empirical_distrust_loss(mx.array, mx.array) gets an mx.array back."""
+    w, h = [0.05, 0.9, 0.99], [7.5, 1.0, 0.0]
+    mean_mx = empirical_distrust_loss(mx.array(w), mx.array(h))
+    assert isinstance(mean_mx, mx.array) and mean_mx.shape == () and mean_mx.dtype == mx.float32
+    none_mx = empirical_distrust_loss(mx.array(w, dtype=mx.bfloat16), mx.array(h, dtype=mx.bfloat16), reduction="none")
+    assert isinstance(none_mx, mx.array) and none_mx.shape == (3,) and none_mx.dtype == mx.bfloat16
+    mean_np = empirical_distrust_loss(np.array(w), np.array(h))
+    assert isinstance(mean_np, np.float64) and not isinstance(mean_np, mx.array)
+    assert isinstance(empirical_distrust_loss(np.array(w), np.array(h), reduction="none"), np.ndarray)
+    assert type(empirical_distrust_loss(0.05, 7.5)) is float
+    weights_mx = distrust_weights(mx.array(w), mx.array(h))
+    assert isinstance(weights_mx, mx.array) and weights_mx.dtype == mx.float32
+    np.testing.assert_array_equal(np.array(weights_mx), distrust_weights(np.array(w), np.array(h)))
+    assert isinstance(distrust_residual(mx.array(w), mx.array(h)), mx.array)
+    assert isinstance(distrust_residual(np.array(w), np.array(h)), np.ndarray)
+    assert type(distrust_residual(0.5, 1.0)) is float
+    assert isinstance(auto_lambda(mx.array(4.0), mean_mx, 0.3), mx.array)
+    assert type(auto_lambda(4.0, float(mean_mx.item()), 0.3)) is float
 
 
 def test_alpha_scales_the_term_linearly():

@@ -9,7 +9,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from yourai.config import load_config
 from yourai.cli.run import cli_main
 from yourai.notebook.summaries import write_summary
 from yourai.pipeline import discover_stages, headline, run_pipeline, select_stages, stage_parameters
@@ -23,11 +22,14 @@ def _notebook(path: Path, parameters: str, body: str) -> None:
     nbformat.write(notebook, path)
 
 
+PARAMETERS = "run_dir = 'x'\nconfig_path = None\noverrides = {}"
 WRITE_SUMMARY = """
 import json, pathlib
+from yourai.config import load_config
+config = load_config(config_path, overrides)
 out = pathlib.Path(run_dir) / STAGE
 out.mkdir(parents=True, exist_ok=True)
-(out / "summary.json").write_text(json.dumps({"seed": seed, "alpha": alpha}))
+(out / "summary.json").write_text(json.dumps({"seed": config.curate.seed, "alpha": config.loss.alpha}))
 """
 
 
@@ -35,10 +37,8 @@ out.mkdir(parents=True, exist_ok=True)
 def notebooks(tmp_path) -> Path:
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _notebook(folder / "01_first.ipynb", "run_dir = 'x'\nseed = 1\nalpha = 0.0",
-              "STAGE = '01'" + WRITE_SUMMARY)
-    _notebook(folder / "03_third.ipynb", "run_dir = 'x'\nseed = 1\nalpha = 0.0",
-              "STAGE = '03'" + WRITE_SUMMARY)
+    _notebook(folder / "01_first.ipynb", PARAMETERS, "STAGE = '01'" + WRITE_SUMMARY)
+    _notebook(folder / "03_third.ipynb", PARAMETERS, "STAGE = '03'" + WRITE_SUMMARY)
     return folder
 
 
@@ -59,26 +59,40 @@ def test_project_has_the_six_stages():
     assert list(discover_stages(PROJECT_ROOT / "notebooks")) == ["01", "02", "03", "04", "05", "06"]
 
 
-def test_config_values_reach_the_parameters_cell(notebooks, tmp_path):
-    config = load_config(overrides=["curate.seed=7", "loss.alpha=2.5"])
-    results, summary_md = run_pipeline(config, "t", notebooks_dir=notebooks, runs_dir=tmp_path / "runs",
-                                       report=lambda line: None)
-    assert [r.status for r in results] == ["ok", "ok"]
-    # Each stage gets the config values it declares: 01 the curation seed, 03 the loss alpha.
-    assert results[0].summary == {"seed": 7, "alpha": 0.0}
-    assert results[1].summary == {"seed": 0, "alpha": 2.5}
+def test_config_file_and_overrides_reach_every_stage(notebooks, tmp_path, monkeypatch):
+    (tmp_path / "my.yaml").write_text("curate:\n  seed: 7\nloss:\n  alpha: 2.9\n")
+    monkeypatch.chdir(tmp_path)  # a relative -c path, as a user types it; notebooks run elsewhere
+    code = cli_main(["-c", "my.yaml", "--name", "t", "--runs-dir", str(tmp_path / "runs"),
+                     "--notebooks-dir", str(notebooks), "loss.alpha=2.5"])
+    assert code == 0
     summary = json.loads((tmp_path / "runs" / "t" / "summary.json").read_text())
     assert list(summary["stages"]) == ["01", "03"]
-    assert "| 01" in summary_md.read_text() and "seed=7" in summary_md.read_text()
+    for stage in ("01", "03"):  # the file's seed and the command line's alpha, in every stage
+        assert summary["stages"][stage]["summary"] == {"seed": 7, "alpha": 2.5}
+    assert "seed=7" in (tmp_path / "runs" / "t" / "summary.md").read_text()
+
+
+def test_a_stage_that_cannot_take_the_config_fails_naming_the_missing_parameters(notebooks, tmp_path):
+    _notebook(notebooks / "02_old.ipynb", "run_dir = 'x'\nseed = 1", "print(seed)")
+    results, _ = run_pipeline("old", notebooks_dir=notebooks, runs_dir=tmp_path / "runs", report=lambda line: None)
+    assert [r.status for r in results] == ["ok", "failed", "skipped"]
+    assert "does not declare ['config_path', 'overrides']" in results[1].error
+
+
+def test_bad_config_fails_before_any_stage_runs(notebooks, tmp_path, capsys):
+    code = cli_main(["--name", "bad", "--runs-dir", str(tmp_path / "runs"), "--notebooks-dir", str(notebooks),
+                     "train.learning_rate=.nan"])
+    assert code == 2
+    assert "train.learning_rate: must be a finite number, got nan" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 def test_failing_stage_is_named_and_later_stages_skipped(notebooks, tmp_path, capsys):
-    _notebook(notebooks / "02_broken.ipynb", "run_dir = 'x'", "raise RuntimeError('broken on purpose')")
+    _notebook(notebooks / "02_broken.ipynb", PARAMETERS, "raise RuntimeError('broken on purpose')")
     code = cli_main(["--name", "f", "--runs-dir", str(tmp_path / "runs"), "--notebooks-dir", str(notebooks)])
     assert code == 1
     assert "stage 02" in capsys.readouterr().err
-    results, _ = run_pipeline(load_config(), "f", notebooks_dir=notebooks, runs_dir=tmp_path / "runs",
-                              report=print)
+    results, _ = run_pipeline("f", notebooks_dir=notebooks, runs_dir=tmp_path / "runs", report=print)
     assert [r.status for r in results] == ["ok", "failed", "skipped"]
     assert "RuntimeError: broken on purpose" in results[1].error
     assert results[2].error == "stage 02 failed"
@@ -88,10 +102,13 @@ def test_failing_stage_is_named_and_later_stages_skipped(notebooks, tmp_path, ca
     assert "02" in out and "failed" in out and "skipped (stage 02 failed)" in out
 
 
-def test_stage_parameters_point_06_at_the_adapter_of_04(tmp_path):
-    parameters = stage_parameters("06", load_config(), tmp_path, None, {})
-    assert parameters["adapter"] == str(tmp_path / "04" / "adapters")
-    assert parameters["run_dir"] == str(tmp_path)
+def test_stage_parameters_are_the_config_and_where_things_are(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parameters = stage_parameters("06", tmp_path, Path("my.yaml"), {"train.steps": 3})
+    assert parameters == {"run_dir": str(tmp_path), "config_path": str(tmp_path / "my.yaml"),
+                          "overrides": {"train.steps": 3}, "interactive": False,
+                          "adapter": str(tmp_path / "04" / "adapters")}
+    assert "adapter" not in stage_parameters("04", tmp_path, None, {})
 
 
 def test_summary_headline_is_the_block_the_stage_wrote(tmp_path):
@@ -111,10 +128,10 @@ import json, pathlib
 import yourai
 from yourai.config import load_config
 from yourai.train import Trainer
-out = pathlib.Path(run_dir) / "04"
-config = load_config(None, {"train.steps": steps, "train.batch_size": 4, "train.max_seq_length": 64,
-                            "train.save_every": 4, "train.eval_every": 4, "train.val_batches": 2, "train.warmup_steps": 2})
-result = Trainer(config, out, data_dir=data_dir, resume=resume, progress=False).fit()
+out, data_dir = pathlib.Path(run_dir) / "04", pathlib.Path(run_dir) / "01"
+config = load_config(config_path, {**overrides, "train.batch_size": 4, "train.max_seq_length": 64, "train.save_every": 4,
+                                   "train.eval_every": 4, "train.val_batches": 2, "train.warmup_steps": 2})
+result = Trainer(config, out, data_dir=data_dir, resume=resume, overwrite=not resume, progress=False).fit()
 (out / "summary.json").write_text(json.dumps({"steps": result.steps, "resumed_from": result.resumed_from}))
 """
 
@@ -132,8 +149,8 @@ def test_a_stop_signal_stops_the_training_stage_and_from_continues_it(tmp_path):
 
     notebooks, runs = tmp_path / "notebooks", tmp_path / "runs"
     notebooks.mkdir()
-    _notebook(notebooks / "04_train.ipynb", "run_dir = 'x'\ndata_dir = None\nsteps = 1\nresume = False", TRAIN_NOTEBOOK)
-    _notebook(notebooks / "06_after.ipynb", "run_dir = 'x'\nseed = 1\nalpha = 0.0", "STAGE = '06'" + WRITE_SUMMARY)
+    _notebook(notebooks / "04_train.ipynb", PARAMETERS + "\nresume = False", TRAIN_NOTEBOOK)
+    _notebook(notebooks / "06_after.ipynb", PARAMETERS, "STAGE = '06'" + WRITE_SUMMARY)
     curate(None, runs / "t" / "01", load_config().curate)  # what stage 01 leaves for stage 04
     args = ["run", "--name", "t", "--runs-dir", str(runs), "--notebooks-dir", str(notebooks), "train.steps=16"]
     process = subprocess.Popen([sys.executable, "-m", "yourai", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -64,3 +64,51 @@ def test_iter_records_picks_the_reader_by_suffix_and_read_records_is_strict(tmp_
     bad.write_text('{"id": 1}\nnope\n')
     with pytest.raises(ValueError, match=r"b\.jsonl:2: invalid JSON"):
         read_records(bad)
+
+
+# ---------------------------------------------------------------- CSV files as users have them
+
+
+def test_a_long_csv_cell_is_read_whole(tmp_path):
+    """Python's csv stops at 131,072 characters by default; a long text cell is a record, not an abort."""
+    path = tmp_path / "long.csv"
+    path.write_text("id,text\na," + "word " * 60_000 + "\nb,short\n", encoding="utf-8")
+    rows = list(iter_csv(path))
+    assert [(n, len(r["text"])) for n, r in rows] == [(2, 300_000), (3, 5)]
+
+
+def test_a_cell_over_the_limit_is_one_error_and_the_next_row_is_still_read(tmp_path, monkeypatch):
+    import yourai.records as records
+
+    monkeypatch.setattr(records, "MAX_CSV_CELL_CHARS", 1_000)
+    path = tmp_path / "huge.csv"
+    path.write_text("id,text\na," + "x" * 5_000 + "\nb,short\n", encoding="utf-8")
+    (first_line, first), (second_line, second) = iter_csv(path)
+    assert (first_line, first.reason) == (2, "csv_cell_too_large")
+    assert first.message() == f"{path}:2: CSV cell too large: a cell is longer than 1,000 characters"
+    assert (second_line, second) == (3, {"id": "b", "text": "short"})
+
+
+def test_a_csv_without_a_header_loses_no_row(tmp_path):
+    path = tmp_path / "nohead.csv"
+    path.write_text("1923,A patent for a barometer\n1924,Another data row\n", encoding="utf-8")
+    rows = list(iter_csv(path))
+    assert [(n, r.reason) for n, r in rows] == [(1, "csv_no_header"), (2, "csv_no_header")]
+    assert "reads as data, not column names ('1923')" in rows[0][1].detail and "csv_columns" in rows[0][1].detail
+
+
+def test_named_columns_read_a_header_less_csv_from_line_1(tmp_path):
+    path = tmp_path / "nohead.csv"
+    path.write_text("1923,A patent for a barometer\n", encoding="utf-8")
+    assert list(iter_csv(path, ["year", "text"])) == [(1, {"year": "1923", "text": "A patent for a barometer"})]
+
+
+@pytest.mark.parametrize("header, problem", [
+    (["id", "text", ""], None), (["Title", "Body text"], None), (["id", "id"], "repeats a column name"),
+    (["a1", "x" * 80], "reads as data"), (["", ""], "is empty"),
+])
+def test_header_problem(header, problem):
+    from yourai.records import header_problem
+
+    found = header_problem(header)
+    assert found is None if problem is None else problem in found

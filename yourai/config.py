@@ -8,6 +8,7 @@ with the file and the dotted key, never deep inside training.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -50,8 +51,9 @@ def _choice(default: Any, *choices: Any) -> Any:
     return field(default=default, metadata={"choices": choices})
 
 
-def _items(*values: Any) -> Any:
-    return field(default_factory=lambda: list(values))
+def _items(*values: Any, of: tuple[type, ...] = (str,)) -> Any:
+    """A list setting whose elements must be of the types `of` (checked at load, naming the index)."""
+    return field(default_factory=lambda: list(values), metadata={"items": of})
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,11 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class CurateConfig:
-    sources: list = _items("data/sample/corpus.jsonl")
+    sources: list = _items("data/sample/corpus.jsonl", of=(str, dict))  # a path, hf:NAME, or {path, defaults, fields}
     on_error: str = _choice("skip", "skip", "fail")
+    defaults: dict = field(default_factory=dict)  # contract field → value for records that lack it (every source)
+    fields: dict = field(default_factory=dict)  # contract field → the input's name for it, e.g. {origin: url}
+    csv_columns: list | None = None  # column names for CSV files without a header row
     min_words: int = _bounded(5, 0, None)
     max_words: int = _bounded(400, 16, None)  # longer texts are chunked, never truncated
     chunk_overlap_words: int = _bounded(40, 0, None)
@@ -114,7 +119,7 @@ class LoraConfig:
     scale: float = _bounded(20.0, 0.0, None)
     dropout: float = _bounded(0.0, 0.0, 0.9)
     num_layers: int = _bounded(-1, -1, None)  # -1 = every block
-    keys: list | None = None
+    keys: list | None = field(default=None, metadata={"items": (str,)})
     dora: bool = False
 
 
@@ -164,15 +169,17 @@ class EvalConfig:
     data: str = "auto"  # "auto" = ../shared v0 MC data when present, else the sample file
     limit: int | None = None
     modes: list = _items("mc1", "mc2")
-    batch_size: int = _bounded(16, 1, None)
     chat_template: bool = False
-    bootstrap_samples: int = _bounded(1000, 10, None)
-    seed: int = 0
+    seed: int = 0  # of the bootstrap intervals and the permutation test
 
 
 @dataclass(frozen=True)
 class RunConfig:
     name: str = "demo"
+    # "auto" (detect the machine), "none", or a file name in configs/hardware/. The profile sets the
+    # defaults of train.batch_size, grad_accumulation, max_seq_length, grad_checkpoint, lora.rank,
+    # lora.num_layers and the memory.* thresholds; a value in the config file or an override wins.
+    # After loading, this holds the profile that was applied.
     hardware_profile: str = "auto"
 
 
@@ -211,7 +218,7 @@ class HardwareProfile:
     max_seq_length: int = _bounded(512, 8, None)
     grad_checkpoint: bool = False
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    recommended_models: list = _items()
+    recommended_models: list = _items(of=(dict,))
 
 
 # --- loading -----------------------------------------------------------------------
@@ -237,6 +244,12 @@ def _check_scalar(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0])
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
     if tp in (list, typing.List) or origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
@@ -259,6 +272,11 @@ def _check_constraints(value: Any, meta: Mapping[str, Any], where: str) -> None:
     choices = meta.get("choices")
     if choices and value not in choices:
         raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
+    item_types = meta.get("items")
+    for index, item in enumerate(value if item_types else ()):
+        if isinstance(item, bool) or not isinstance(item, item_types):
+            wanted = " or ".join("a mapping" if t is dict else t.__name__ for t in item_types)
+            raise ConfigError(f"{where}[{index}]: expected {wanted}, got {type(item).__name__} {item!r}")
 
 
 def build(cls: type, data: Mapping[str, Any] | None, source: str, prefix: str = "") -> Any:
@@ -307,14 +325,25 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, A
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lora.rank=16")
         key, raw = item.split("=", 1)
-        parsed[key.strip()] = _safe_load(raw) if raw.strip() else ""
+        if not key.strip():
+            raise ConfigError(f"override {item!r}: the key before '=' is empty")
+        try:
+            parsed[key.strip()] = _safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
+                              "put it in quotes to pass it as a string") from err
     return parsed
 
 
 def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
     try:
         with open(path, encoding="utf-8") as handle:
             data = _safe_load(handle)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}); save the file as UTF-8") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
     if data is not None and not isinstance(data, dict):
@@ -331,14 +360,21 @@ def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] | Mapping[str, Any] = (),
 ) -> Config:
-    """Load `path` (default: configs/default.yaml), apply dotted overrides, validate."""
+    """Load `path` (default: configs/default.yaml), apply dotted overrides, validate.
+
+    Layers, lowest first: the dataclass defaults, the hardware profile (`run.hardware_profile`),
+    the file, the overrides. So a profile fills in what the file leaves open and never beats a
+    value the user wrote.
+    """
     path = Path(path) if path is not None else configs_dir() / "default.yaml"
     data = _read_yaml(path)
     parsed = parse_overrides(overrides)
     for dotted, value in parsed.items():
         _set_dotted(data, dotted, value)
     source = f"{path}" + (f" (with overrides {', '.join(parsed)})" if parsed else "")
-    return build(Config, data, source)
+    from yourai.hardware import under_profile  # hardware builds on this module: imported on use
+
+    return build(Config, under_profile(data, source), source)
 
 
 def load_hardware_profile(path: str | Path) -> HardwareProfile:

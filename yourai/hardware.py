@@ -6,18 +6,25 @@ threshold is tuned to one machine: a 16 GB Mac and a 192 GB Ultra get their own 
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import psutil
 
-from yourai.config import HardwareProfile, load_hardware_profile
+from yourai.config import ConfigError, HardwareProfile, RunConfig, load_hardware_profile, to_dict
 from yourai.paths import configs_dir, default_model_dir
 
 GIB = 1024**3
+AUTO, NO_PROFILE = "auto", "none"
+# A profile's training settings → the config keys they are defaults for.
+PROFILE_TRAIN_KEYS = {"batch_size": "batch_size", "grad_accumulation": "grad_accumulation",
+                      "max_seq_length": "max_seq_length", "grad_checkpoint": "grad_checkpoint"}
+PROFILE_LORA_KEYS = {"lora_rank": "rank", "lora_num_layers": "num_layers"}
 
 
 @dataclass(frozen=True)
@@ -111,10 +118,60 @@ def _by_name(profiles: list[HardwareProfile], name: str) -> HardwareProfile:
     raise ValueError(f"configs/hardware/{name}.yaml is missing (found {[p.name for p in profiles]})")
 
 
-def resolve_profile(name: str = "auto") -> HardwareProfile:
-    """`auto` → detect and match; otherwise the named profile."""
+def resolve_profile(name: str = AUTO) -> HardwareProfile:
+    """`auto` → detect and match; otherwise the named profile (ValueError listing the names when unknown)."""
     profiles = load_profiles()
-    return match_profile(detect_machine(), profiles) if name == "auto" else _by_name(profiles, name)
+    if name == AUTO:
+        return match_profile(_detected_machine(), profiles)
+    if name not in {profile.name for profile in profiles}:
+        raise ValueError(f"{name!r} is not one of {[AUTO, NO_PROFILE, *sorted(p.name for p in profiles)]}")
+    return _by_name(profiles, name)
+
+
+@functools.lru_cache(maxsize=1)
+def _detected_machine() -> MachineInfo:
+    """The machine, detected once per process: every load_config asks for its profile."""
+    return detect_machine()
+
+
+def profile_settings(name: str) -> tuple[str, dict[str, Any]]:
+    """(profile applied, the config tree of defaults it sets) for `run.hardware_profile`; "none" sets nothing.
+
+    The tree sits under the user's config file (yourai.config.load_config), so an explicit value wins.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"expected a profile name, got {type(name).__name__} {name!r}")
+    if name == NO_PROFILE:
+        return NO_PROFILE, {}
+    profile = resolve_profile(name)
+    train: dict[str, Any] = {key: getattr(profile, attr) for attr, key in PROFILE_TRAIN_KEYS.items()}
+    train["lora"] = {key: getattr(profile, attr) for attr, key in PROFILE_LORA_KEYS.items()}
+    return profile.name, {"train": train, "memory": to_dict(profile.memory)}
+
+
+def under_profile(data: dict, source: str) -> dict:
+    """A config tree (file + overrides) on top of its hardware profile's settings, with run.hardware_profile
+    naming the profile applied; yourai.config.load_config builds the Config from it."""
+    run = data.get("run")
+    if run is not None and not isinstance(run, Mapping):
+        return data  # build() reports the malformed section
+    requested = (run or {}).get("hardware_profile", RunConfig.hardware_profile)
+    try:
+        name, settings = profile_settings(requested)
+    except ValueError as err:
+        raise ConfigError(f"{source}: run.hardware_profile: {err}") from err
+    merged = _merge(settings, data)
+    merged["run"] = {**merged.get("run", {}), "hardware_profile": name}
+    return merged
+
+
+def _merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict:
+    """Nested dicts merged key by key; `top` wins (lists and scalars are replaced whole)."""
+    merged = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
 
 
 def doctor_report() -> dict:

@@ -12,7 +12,9 @@ nothing that is learned. The ``weighted`` objective instead scales each sample's
 per-sample weight (see :func:`distrust_weights`), which does change the gradient.
 
 Host side (numpy, validated, reports the first offending index): :func:`empirical_distrust_loss`,
-:func:`distrust_weights`, :func:`auto_lambda`. In-graph side (pure functions of ``mx.array``, safe inside
+:func:`distrust_weights`, :func:`auto_lambda`. They answer in the caller's type: ``mx.array`` in →
+``mx.array`` out (so code written for the reference's ``empirical_distrust_loss(mx.array, mx.array)``
+keeps working), numpy in → numpy out, Python scalars in → ``float``. In-graph side (pure functions of ``mx.array``, safe inside
 ``mx.compile``, no validation): :func:`per_sample_ce`, :func:`distrust_term`, :func:`objective_loss`.
 """
 
@@ -51,6 +53,8 @@ def _as_float64(name: str, values: ArrayLike) -> tuple[np.ndarray, type]:
 
     The type matters for the bounds: 0.99 stored as float32 is 0.9900000095, which must still pass.
     """
+    if isinstance(values, mx.array) and values.dtype == mx.bfloat16:
+        values = values.astype(mx.float32)  # numpy has no bfloat16; float32 holds every bfloat16 exactly
     try:
         original = np.asarray(values)
         as_float64 = original.astype(np.float64)
@@ -72,6 +76,20 @@ def _first_offender(array: np.ndarray, bad: np.ndarray) -> tuple[int, float] | N
         return None
     index = int(flat_bad[0])
     return index, float(np.atleast_1d(array).ravel()[index])
+
+
+_MX_RESULT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)  # float64 is CPU-only in MLX: answer in float32
+
+
+def _in_callers_type(result: np.ndarray | float, *inputs: ArrayLike) -> Any:
+    """`result` (computed in float64 numpy) as the inputs came: mx.array, numpy, or float for scalars."""
+    arrays = [v for v in inputs if isinstance(v, mx.array)]
+    if arrays:
+        dtype = next((a.dtype for a in arrays if a.dtype in _MX_RESULT_DTYPES), mx.float32)
+        return mx.array(np.asarray(result, dtype=np.float32 if dtype != mx.float16 else np.float16), dtype=dtype)
+    if all(np.ndim(v) == 0 and not isinstance(v, np.ndarray) for v in inputs):
+        return float(result) if np.ndim(result) == 0 else np.asarray(result)
+    return np.asarray(result) if np.ndim(result) else np.float64(result)
 
 
 def validate_alpha(alpha: float) -> float:
@@ -106,10 +124,14 @@ def validate_metadata(w_auth: ArrayLike, entropy_bits: ArrayLike) -> tuple[np.nd
 # ---------------------------------------------------------------- host side: the faithful term
 
 
-def distrust_residual(w_auth: ArrayLike, entropy_bits: ArrayLike) -> np.ndarray:
-    """d = ln(1 - w + eps) + H: zero on the valley ln(1 - w) = -H, where the faithful term vanishes."""
+def _residual(w_auth: ArrayLike, entropy_bits: ArrayLike) -> np.ndarray:
     authority, entropy = validate_metadata(w_auth, entropy_bits)
     return np.log(1.0 - authority + EPSILON) + entropy
+
+
+def distrust_residual(w_auth: ArrayLike, entropy_bits: ArrayLike) -> Any:
+    """d = ln(1 - w + eps) + H: zero on the valley ln(1 - w) = -H, where the faithful term vanishes."""
+    return _in_callers_type(_residual(w_auth, entropy_bits), w_auth, entropy_bits)
 
 
 def empirical_distrust_loss(
@@ -117,20 +139,20 @@ def empirical_distrust_loss(
 ) -> float | np.ndarray:
     """Roemmele's term alpha * (ln(1 - w_auth + eps) + H_prov)^2, exactly as published.
 
-    Scalars give a float; arrays give a float for ``mean``/``sum`` and a float64 array for ``none``.
+    Python scalars give a float. numpy arrays give a numpy float64 scalar for ``mean``/``sum`` (a
+    ``float`` subclass) and a float64 array for ``none``; ``mx.array`` inputs give an ``mx.array``
+    (a 0-d array for ``mean``/``sum``) in their float dtype.
     Reference values at alpha = 2.7: (0.05, 7.5) -> 149.80; (0.9, 1.0) -> 4.581; (0.99, 0.0) -> 57.26.
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     alpha = validate_alpha(alpha)
-    per_sample = alpha * distrust_residual(w_auth, entropy_bits) ** 2
-    if per_sample.ndim == 0:
-        return float(per_sample)
-    if reduction == "none":
-        return per_sample
-    if per_sample.size == 0:
-        raise ValueError(f"cannot take the {reduction} of an empty batch of metadata")
-    return float(per_sample.mean() if reduction == "mean" else per_sample.sum())
+    per_sample = alpha * _residual(w_auth, entropy_bits) ** 2
+    if per_sample.ndim > 0 and reduction != "none":
+        if per_sample.size == 0:
+            raise ValueError(f"cannot take the {reduction} of an empty batch of metadata")
+        per_sample = per_sample.mean() if reduction == "mean" else per_sample.sum()
+    return _in_callers_type(per_sample, w_auth, entropy_bits)
 
 
 # ---------------------------------------------------------------- host side: per-sample weights
@@ -153,7 +175,7 @@ def scheme_scores(w_auth: ArrayLike, entropy_bits: ArrayLike, scheme: str) -> np
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    residual = distrust_residual(w_auth, entropy_bits)
+    residual = _residual(w_auth, entropy_bits)
     if scheme == "roemmele":
         return residual**2
     if scheme == "monotone":
@@ -179,8 +201,8 @@ def distrust_weights(
 ) -> np.ndarray:
     """Per-sample weights for the ``weighted`` objective, normalised over the whole DATASET.
 
-    Pass the whole training set's metadata once. Returns float32 weights with
-    ``weights.mean() == 1`` and ``weights.max() / weights.min() <= cap``.
+    Pass the whole training set's metadata once. Returns float32 weights (an ``mx.array`` for
+    ``mx.array`` inputs, else numpy) with ``weights.mean() == 1`` and ``weights.max() / weights.min() <= cap``.
 
     Effect on the learning rate: the ``weighted`` objective is ``sum_i w_i CE_i / sum_i w_i`` over a
     batch, a convex combination of per-sample losses, so a global scale of the weights cancels and the
@@ -201,21 +223,24 @@ def distrust_weights(
     if scores.size == 0:
         raise ValueError("distrust_weights needs at least one sample (pass the whole dataset's metadata)")
     capped = cap_ratio(np.atleast_1d(scores), float(cap))
-    return (capped / capped.mean()).astype(np.float32).reshape(scores.shape)
+    weights = (capped / capped.mean()).astype(np.float32).reshape(scores.shape)
+    return mx.array(weights) if isinstance(w_auth, mx.array) or isinstance(entropy_bits, mx.array) else weights
 
 
-def auto_lambda(ce_estimate: float, distrust_mean: float, target_ratio: float) -> float:
+def auto_lambda(ce_estimate: ArrayLike, distrust_mean: ArrayLike, target_ratio: ArrayLike) -> Any:
     """lambda with lambda * mean L_emp = target_ratio * CE: the reference implementation's "auto-lambda".
 
     It only rescales a constant, so it cannot change what is learned; it exists to reproduce the
-    published loss curves.
+    published loss curves. Scalars give a float; an ``mx.array`` scalar among the inputs gives one back.
     """
-    for name, value in (("ce_estimate", ce_estimate), ("target_ratio", target_ratio)):
+    inputs = (ce_estimate, distrust_mean, target_ratio)
+    ce, mean, ratio = (float(np.asarray(v)) for v in inputs)
+    for name, value in (("ce_estimate", ce), ("target_ratio", ratio)):
         if not (np.isfinite(value) and value >= 0.0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if not (np.isfinite(distrust_mean) and distrust_mean > 0.0):
-        raise ValueError(f"distrust_mean must be > 0 to solve for lambda, got {distrust_mean!r}")
-    return float(target_ratio * ce_estimate / distrust_mean)
+    if not (np.isfinite(mean) and mean > 0.0):
+        raise ValueError(f"distrust_mean must be > 0 to solve for lambda, got {mean!r}")
+    return _in_callers_type(np.float64(ratio * ce / mean), *inputs)
 
 
 # ---------------------------------------------------------------- in-graph side (mx, compile-safe)

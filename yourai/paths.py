@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,3 +35,23 @@ def sample_corpus_path() -> Path:
 
 def configs_dir() -> Path:
     return PROJECT_ROOT / "configs"
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Name the file when a write under this block fails.
+
+    A full disk surfaces as `OSError(ENOSPC)` without a file name (a buffered write or flush) or as
+    MLX's `RuntimeError("[write] Unable to write N bytes to file.")`; either becomes an OSError that
+    names `path`, so the user learns which file could not be written.
+    """
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    except RuntimeError as err:
+        if not str(err).startswith("[write]"):
+            raise
+        raise OSError(errno.EIO, f"{err} (is the disk full?)", str(path)) from err

@@ -1,8 +1,11 @@
 """Run the six notebooks with papermill into one run directory, as one product.
 
-Each stage is a notebook `notebooks/NN_*.ipynb`; parameters flow from the config into the
-notebook's `parameters` cell (only the names that cell declares), each stage writes
-`runs/<name>/NN/summary.json`, and the run ends with `summary.json` + `summary.md`.
+Each stage is a notebook `notebooks/NN_*.ipynb`. Every stage gets the same two parameters for its
+settings, `config_path` and `overrides`, and calls `load_config(config_path, overrides)` itself, so
+`yourai run -c FILE key=value` means exactly what `yourai train -c FILE key=value` means, for every
+key, in every stage. Besides those, the runner passes only where things are (`run_dir`, the adapters
+stage 06 evaluates) and `interactive = False`. Each stage writes `runs/<name>/NN/summary.json`, and
+the run ends with `summary.json` + `summary.md`.
 A failing stage keeps its executed notebook (with the error), names itself, and the
 stages after it are skipped with the reason. The run directory also gets run.json (the run record)
 and report.html (the report card), written through yourai.runs.
@@ -18,13 +21,14 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from yourai.config import Config
+from yourai.config import load_config
 from yourai.notebook.summaries import read_headline
 from yourai.paths import PROJECT_ROOT
 from yourai.stopping import active_request, signal_name
@@ -84,40 +88,20 @@ def select_stages(available: list[str], only: str | None = None, start: str | No
     return chosen
 
 
-def stage_parameters(stage: str, config: Config, run_dir: Path, config_path: Path | None, overrides: dict) -> dict:
-    """Everything the config says about a stage, by the parameter names notebooks use."""
-    cfg = config
-    common = {
+def stage_parameters(stage: str, run_dir: Path, config_path: Path | None, overrides: dict) -> dict:
+    """What a stage's parameters cell receives: the config file and overrides, and where things are.
+
+    Notebooks run with notebooks/ as their working directory, so the config path is made absolute.
+    """
+    parameters = {
         "run_dir": str(run_dir),
-        "config_path": str(config_path) if config_path else None,
-        "overrides": overrides,
+        "config_path": str(Path(config_path).resolve()) if config_path else None,
+        "overrides": dict(overrides),
         "interactive": False,
-        "seed": cfg.train.seed,
     }
-    sources = [str(_resolve(p)) for p in cfg.curate.sources]
-    per_stage = {
-        "01": {"sources": sources, "seed": cfg.curate.seed, "on_error": cfg.curate.on_error,
-               "tier_primary": cfg.curate.tiers.primary, "tier_middle": cfg.curate.tiers.middle,
-               "tier_consensus": cfg.curate.tiers.consensus,
-               "split_valid": cfg.curate.split.valid, "split_test": cfg.curate.split.test},
-        "02": {"corpus_paths": sources, "workers": cfg.scoring.workers or 1},
-        "03": {"alpha": cfg.loss.alpha, "lambda_weight": cfg.loss.lambda_weight, "scheme": cfg.loss.scheme,
-               "cap": cfg.loss.weight_cap, "model": cfg.model.path, "sample_path": sources[0],
-               "lora_rank": cfg.train.lora.rank},
-        "04": {"model": cfg.model.path, "data_dir": str(run_dir / "01"), "objective": cfg.loss.objective,
-               "scheme": cfg.loss.scheme, "steps": cfg.train.steps},
-        "05": {"model": cfg.model.path},
-        "06": {"model": cfg.model.path, "adapter": str(run_dir / "04" / "adapters"), "data": cfg.eval.data,
-               "limit": cfg.eval.limit, "modes": list(cfg.eval.modes)},
-    }
-    return {**common, **per_stage.get(stage, {})}
-
-
-def _resolve(path: str) -> Path:
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return (PROJECT_ROOT / candidate).resolve()
+    if stage == "06":
+        parameters["adapter"] = str(run_dir / "04" / "adapters")
+    return parameters
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -125,6 +109,26 @@ def declared_parameters(notebook: Path) -> set[str]:
     import papermill
 
     return set(papermill.inspect_notebook(str(notebook)))
+
+
+def kernel_manager_class() -> type:
+    """jupyter_client's KernelManager on Unix-domain sockets where the OS has them.
+
+    Over TCP ipykernel warns, once per kernel, that traffic is unencrypted; a local socket file is
+    neither reachable from the network nor warned about, so `yourai run` prints only its own lines.
+    """
+    from jupyter_client.manager import KernelManager
+    from traitlets import default
+
+    if not hasattr(socket, "AF_UNIX"):
+        return KernelManager
+
+    class LocalSocketKernelManager(KernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+    return LocalSocketKernelManager
 
 
 def save_figures(executed: Path, figures_dir: Path, stage: str) -> list[str]:
@@ -158,11 +162,17 @@ def execute_stage(stage: str, notebook: Path, run_dir: Path, parameters: dict) -
     executed.parent.mkdir(parents=True, exist_ok=True)
     declared = declared_parameters(notebook)
     injected = {name: value for name, value in parameters.items() if name in declared}
+    missing = sorted({"config_path", "overrides"} - declared)
+    if missing:
+        return StageResult(stage, str(notebook), "failed", 0.0,
+                           f"{notebook.name}: its parameters cell does not declare {missing}, so the run's "
+                           "config would not reach it")
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
             str(notebook), str(executed), parameters=injected, cwd=str(notebook.parent),
             kernel_name="python3", progress_bar=False, log_output=False,
+            kernel_manager_class=kernel_manager_class(),
         )
     except Exception as error:  # papermill saved the failing notebook; report, don't hide
         return StageResult(stage, str(executed), "failed", time.perf_counter() - started, _error_text(error))
@@ -265,7 +275,6 @@ def _fmt(value: Any) -> str:
 
 
 def run_pipeline(
-    config: Config,
     name: str,
     *,
     config_path: Path | None = None,
@@ -278,8 +287,11 @@ def run_pipeline(
 ) -> tuple[list[StageResult], Path]:
     """Execute the chosen stages in order; stop at the first failure or stop signal and skip the rest.
 
-    Stop signals count when the caller holds them (`yourai run` does, forwarding them to the kernel).
+    The config is loaded once here so a bad file or key fails before any notebook starts (ConfigError);
+    the stages then load the same file and overrides themselves. Stop signals count when the caller
+    holds them (`yourai run` does, forwarding them to the kernel).
     """
+    config = load_config(config_path, overrides or {})
     available = discover_stages(notebooks_dir)
     chosen = select_stages(list(available), only, start)
     run_dir = (runs_dir / name).resolve()
@@ -297,7 +309,7 @@ def run_pipeline(
             report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: skipped ({reason})")
             continue
         report(f"[{position}/{len(chosen)}] {stage} {STAGE_TITLES.get(stage, '')}: running {notebook.name} ...")
-        parameters = stage_parameters(stage, config, run_dir, config_path, overrides or {})
+        parameters = stage_parameters(stage, run_dir, config_path, overrides or {})
         parameters.update({"resume": True} if stage in resuming else {})
         result = execute_in_worker(stage, notebook, run_dir, parameters)
         if stop_signal() and result.status != "ok":  # the signal ended it, whatever the kernel reported

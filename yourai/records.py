@@ -15,17 +15,21 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one JSONL record may not exceed this: keeps memory bounded
+MAX_CSV_CELL_CHARS = MAX_LINE_BYTES  # nor one CSV cell (Python's csv stops at 128 KiB by default)
+MAX_HEADER_NAME_CHARS = 64  # a longer "column name" is a data row: the header is missing
 EXCERPT_CHARS = 120  # how much of a bad line an error carries
 CSV_SUFFIXES = (".csv", ".tsv")
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")  # bytes that were not UTF-8 (surrogateescape)
 REASON_TEXT = {  # reason code → what a person reads in a message
     "invalid_utf8": "not valid UTF-8", "blank_line": "blank line", "malformed_json": "invalid JSON",
     "duplicate_key": "invalid JSON", "not_an_object": "not a JSON object", "line_too_long": "line too long",
-    "csv_field_count": "wrong number of CSV fields",
+    "csv_field_count": "wrong number of CSV fields", "csv_cell_too_large": "CSV cell too large",
+    "csv_malformed": "malformed CSV", "csv_no_header": "no CSV header row",
 }
+_COLUMN_NAME_RE = re.compile(rf"[A-Za-z_][^\r\n]{{0,{MAX_HEADER_NAME_CHARS - 1}}}")
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class RecordError:
 
     path: str
     line: int
-    reason: str  # invalid_utf8 | blank_line | malformed_json | duplicate_key | not_an_object | line_too_long | csv_field_count
+    reason: str  # a key of REASON_TEXT
     detail: str
     excerpt: str = ""
 
@@ -110,23 +114,70 @@ def iter_jsonl(path: str | Path, error: type[Exception] = ValueError) -> Iterato
         yield number, record
 
 
-def iter_csv(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
+def iter_csv(path: str | Path, columns: Sequence[str] | None = None) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
     """(line number of the row's first line, {column: cell} or RecordError); empty cells are left out.
 
     Tab-separated when the name ends in .tsv. Rows that span several lines (quoted newlines) are
-    numbered by the line they start on, so a rejects entry points at the right place.
+    numbered by the line they start on, so a rejects entry points at the right place. The first row
+    names the columns unless `columns` does (a file without a header). A first row that cannot be
+    column names (see `header_problem`) makes every row a `csv_no_header` error rather than losing
+    line 1; a row the csv module cannot parse (a cell over MAX_CSV_CELL_CHARS, a stray quote) is an
+    error for that row only.
     """
     path_str = str(path)
     delimiter = "\t" if path_str.lower().endswith(".tsv") else ","
+    csv.field_size_limit(MAX_CSV_CELL_CHARS)
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.reader(handle, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
+        rows = _csv_rows(path_str, reader)
+        if columns is not None:
+            header, problem = list(columns), None
+        else:
+            first = next(rows, None)
+            if first is None:
+                return
+            line, header = first
+            problem = header if isinstance(header, RecordError) else header_problem(header)
+            if problem is not None:
+                yield line, problem if isinstance(problem, RecordError) else RecordError(
+                    path_str, line, "csv_no_header", f"{problem}; add a header row naming the columns, or name "
+                    "them with curate.csv_columns (yourai curate --csv-columns id,text,...)", _excerpt(str(header)))
+        for line, row in rows:
+            if problem is not None and not isinstance(row, RecordError):
+                row = RecordError(path_str, line, "csv_no_header", "not read: the file's first row is not a header "
+                                  "(see its line 1 entry)", _excerpt(delimiter.join(row)))
+            yield line, row if isinstance(row, RecordError) else _csv_row(path_str, line, header, row, delimiter)
+
+
+def _csv_rows(path: str, reader: Any) -> Iterator[tuple[int, list[str] | RecordError]]:
+    """(first line, cells) per row; a row the csv module rejects becomes a RecordError and reading goes on."""
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
             return
+        except csv.Error as err:
+            too_large = "field larger than field limit" in str(err)
+            yield start, RecordError(path, start, "csv_cell_too_large" if too_large else "csv_malformed",
+                                     f"a cell is longer than {MAX_CSV_CELL_CHARS:,} characters" if too_large else str(err))
+        else:
+            yield start, row
         start = reader.line_num + 1
-        for row in reader:
-            yield start, _csv_row(path_str, start, header, row, delimiter)
-            start = reader.line_num + 1
+
+
+def header_problem(header: Sequence[str]) -> str | None:
+    """Why a first row cannot be column names (None when it can): repeated names, or a cell that reads
+    as data (starts with a digit, is long, or holds a line break). Empty names (a trailing comma) are fine."""
+    names = [cell.strip() for cell in header if cell.strip()]
+    if not names:
+        return "the first row is empty"
+    if len(set(names)) != len(names):
+        return f"the first row {names[:4]} repeats a column name"
+    data_like = [name for name in names if not _COLUMN_NAME_RE.fullmatch(name)]
+    if data_like:
+        return f"the first row reads as data, not column names ({data_like[0][:40]!r})"
+    return None
 
 
 def _csv_row(path: str, line: int, header: list[str], row: list[str], delimiter: str) -> dict[str, Any] | RecordError:

@@ -14,7 +14,7 @@ from yourai.cli import COMMANDS, main
 def test_no_arguments_prints_usage_and_exits_2(capsys):
     assert main([]) == 2
     out = capsys.readouterr().out
-    assert out.startswith("usage: yourai COMMAND") and all(name in out for name in COMMANDS)
+    assert out.startswith("usage: yourai [--debug] COMMAND") and all(name in out for name in COMMANDS)
 
 
 def test_help_lists_every_command_and_exits_0(capsys):

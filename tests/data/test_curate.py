@@ -56,7 +56,8 @@ def _run(tmp_path: Path, sources: list, name: str = "out", **changes) -> tuple[P
 def test_broken_fixture_every_record_rejected_with_its_reason_or_kept(tmp_path: Path) -> None:
     expected = json.loads((FIXTURE / "expected.json").read_text())
     assert sum(e["reason"] != "good" for e in expected) >= 30
-    out, report = _run(tmp_path, [FIXTURE / "broken.jsonl", FIXTURE / "broken.csv", FIXTURE / "texts"],
+    out, report = _run(tmp_path, [FIXTURE / "broken.jsonl", FIXTURE / "broken.csv", FIXTURE / "noheader.csv",
+                                  FIXTURE / "texts"],
                        balance=False)
     rejects = {(Path(r["source"]).name, r["line"]): r for r in _read_jsonl(out / "rejects.jsonl")}
     kept_lines = len(_read_jsonl(out / "curated.jsonl"))
@@ -242,8 +243,7 @@ def test_cli_items_split_into_sources_and_overrides() -> None:
 
 @pytest.mark.slow
 def test_sample_corpus_gives_valid_split_with_primary_and_consensus(tmp_path: Path) -> None:
-    if not sample_corpus_path().is_file():
-        pytest.skip(f"sample corpus not built yet at {sample_corpus_path()}")
+    assert sample_corpus_path().is_file(), f"{sample_corpus_path()} is committed: a checkout without it is broken"
     out = tmp_path / "sample"
     report = curate(None, out, CurateConfig(), truthfulqa_csv=None, workers=1)
     assert report["reconciliation"]["ok"]

@@ -1,4 +1,4 @@
-"""Readers and the data-contract check: lazy, line-accurate, explicit about every failure."""
+"""Readers: lazy, line-accurate, explicit about every failure (the contract check is test_contract.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 from yourai import records
 
 from yourai.paths import PROJECT_ROOT
-from yourai.data.sources import (RawItem, SourceError, iter_source, parse_source, resolve_path,
-                            validate)
+from yourai.data.sources import SourceError, iter_source, parse_source, resolve_path
 
 GOOD = {"id": "g", "text": "five words are enough here", "source_type": "letter", "origin": "o", "license": "l"}
-
-
-def _item(**changes) -> RawItem:
-    return RawItem("f.jsonl", "jsonl", 7, {**GOOD, **changes})
 
 
 def test_jsonl_reader_is_lazy_and_strips_bom_and_crlf(tmp_path: Path) -> None:
@@ -57,15 +52,16 @@ def test_front_matter_and_sidecar_metadata(tmp_path: Path) -> None:
     assert items["custom"]["source_type"] == "news" and items["custom"]["text"] == "Plain body."
 
 
-def test_defaults_and_fill_from_map_foreign_fields_onto_the_contract(tmp_path: Path) -> None:
+def test_source_options_override_the_run_wide_defaults_and_fields(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
-    rows = [{"id": "x", "text": "t", "url_or_origin": "u"}, {"id": "y", "url_or_origin": "u", "origin": "kept"}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    spec = parse_source({"path": str(path), "defaults": {"source_type": "wiki"},
-                         "fill_from": {"origin": "url_or_origin"}})
-    first, second = (item.data for item in iter_source(spec))
-    assert first == {"id": "x", "text": "t", "url_or_origin": "u", "origin": "u", "source_type": "wiki"}
-    assert second["origin"] == "kept"
+    path.write_text(json.dumps({"id": "x", "text": "t"}) + "\n", encoding="utf-8")
+    spec = parse_source({"path": str(path), "defaults": {"source_type": "wiki"}, "fields": {"text": "body"}},
+                        defaults={"source_type": "news", "license": "CC0-1.0"}, fields={"origin": "url"})
+    assert spec.defaults == {"source_type": "wiki", "license": "CC0-1.0"}
+    assert spec.fields == {"origin": "url", "text": "body"}
+    assert next(iter_source(spec)).data == {"id": "x", "text": "t"}  # the reader reads; the contract fills
+    with pytest.raises(SourceError, match="'fields' must map contract fields to field names"):
+        parse_source({"path": str(path), "fields": {"text": 3}})
 
 
 def test_unknown_kind_missing_path_and_bad_mapping_are_source_errors(tmp_path: Path) -> None:
@@ -99,22 +95,3 @@ def test_hf_source_without_datasets_names_the_extra(monkeypatch) -> None:
     assert (spec.kind, spec.location, spec.hf_split) == ("hf", "truthful_qa", "validation")
     with pytest.raises(SourceError, match=r'pip install "yourai\[hf\]"'):
         next(iter_source(spec))
-
-
-def test_validate_keeps_extras_and_marks_format() -> None:
-    record = validate(_item(author="A"), min_words=5)
-    assert record["author"] == "A" and record["_format"] == "text" and record["year"] is None
-
-
-@pytest.mark.parametrize("changes, field, reason", [
-    ({"year": 999}, "year", "out_of_range"),
-    ({"authority_weight": 0.995, "provenance_entropy": 1.0}, "authority_weight", "out_of_range"),
-    ({"provenance_entropy": 1.0}, "authority_weight", "partial_scores"),
-    ({"text": "tab\tand newline\nare fine but \x07 is not"}, "text", "control_characters"),
-])
-def test_validate_names_field_and_reason(changes: dict, field: str, reason: str) -> None:
-    reject = validate(_item(**changes), min_words=5)
-    assert (reject.field_name, reject.reason) == (field, reason)
-    assert reject.message().startswith("f.jsonl:7: field")
-
-

@@ -6,6 +6,7 @@ Skipped when Debian's Chromium is absent (`.ci/run` installs it, so CI runs it).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -30,12 +31,22 @@ PANEL_QUIET_S = 3.0                          # the panel's figure must stay unch
 PANEL_SETTLE_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.25
 
+# In CI (CI=true) the browser is required: a missing Chromium fails the run instead of skipping it silently.
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM_PATH.exists(),
+    pytest.mark.skipif(not CHROMIUM_PATH.exists() and not IN_CI,
                        reason=f"{CHROMIUM_PATH} not installed (apt-get install chromium; .ci/run does it)"),
 ]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_installed() -> None:
+    """Reached only when the module is not skipped: in CI without Chromium, say so and fail."""
+    if not CHROMIUM_PATH.exists():
+        pytest.fail(f"CI=true but {CHROMIUM_PATH} is missing: the real-browser test must run in CI "
+                    "(.ci/run installs Debian's chromium)")
 
 # JavaScript run in the page (window.jupyterapp exists because the server sets expose_app_in_browser).
 KERNEL_IDLE_JS = """() => {

@@ -31,3 +31,15 @@ def test_score_table_labels_groups_and_keeps_rejects() -> None:
 def test_evidence_summary_ranks_by_authority_moved() -> None:
     summary = evidence_summary(score(RICH_TEXT), limit=2)
     assert summary.startswith("institution:journal_nature×1 (+0.350)") and summary.count(";") == 1
+
+
+def test_load_sources_reads_what_stage_01_curates(tmp_path: Path) -> None:
+    from yourai.notebook.scoring_tables import load_sources
+
+    (tmp_path / "a.jsonl").write_text(json.dumps({"text": "one"}) + "\n{broken\n" + json.dumps({"text": "two"}) + "\n")
+    (tmp_path / "b.csv").write_text("id,text\nx,three\n")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "c.md").write_text("four")
+    groups = load_sources([str(tmp_path / "a.jsonl"), {"path": str(tmp_path / "b.csv")}, str(tmp_path / "texts")])
+    assert groups == {"a": [{"text": "one"}, {"text": "two"}], "b": [{"id": "x", "text": "three"}],
+                      "texts": [{"id": "c", "text": "four"}]}

@@ -42,6 +42,9 @@ POSITIVES = [
     ("granted as U.S. Pat. No. 1,234,567 to him", "patent_number"),
     ("reported in Nature 405, 123", "journal_nature"),
     ("reported in Science 287: 1", "journal_science"),
+    ("it was published in Nature.", "published_in_journal"),
+    ("it appeared in the journal Science", "published_in_journal"),
+    ("the society's journals", "journals"),
     ("the WHO guidance", "WHO"),
     ("the NIH guidance", "NIH"),
     ("the World Health Organization says", "world health organization"),
@@ -74,6 +77,8 @@ NEAR_MISSES = [
     ("these references below", "reference_section"),
     ("the newsletter", "news"),
     ("a universal law", "university"),
+    ("published in natural history", "published_in_journal"),
+    ("interested in science fairs", "published_in_journal"),
 ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -40,22 +39,29 @@ def test_authority_contributions_add_up() -> None:
         assert share == pytest.approx(terms[term], abs=1e-4)
 
 
+# Hand-computed from the anchor's rule (yourai/scoring/patterns.py holds the constants):
+# "Published 2001" → 2001, modern: age +0.15, entropy base 1.5. Hits: "Experts agree" (consensus 1),
+# WHO (institution 0.30, government), (Smith et al., 1999; Jones, 2000) (2 citations, academic), [3]
+# (1 citation, academic). Authority 0.30 + 0.05·log10(3 + 1) + 0.30 + 0.10 + 0.15 = 0.880103.
+# Types {academic 2, government 1}: H = −(2/3·log2 2/3 + 1/3·log2 1/3) = 0.918296 bits; entropy
+# 1.5 + 0.918296 + 2 types × 0.3 − 1.5 × 0.30 − 0.4 × 1 = 2.168296.
+ANCHOR_CASE = "Published 2001. Experts agree, according to the WHO (Smith et al., 1999; Jones, 2000), that the trial [3] was sound."
+
+
 def test_formula_matches_anchor_arithmetic() -> None:
-    result = score(RICH_TEXT, {"year": 2001})
-    expected_citation = min(0.25, 0.05 * math.log10(result.citation_count + 1))
-    assert result.authority_components["citation"] == pytest.approx(expected_citation, abs=1e-6)
-    assert result.institutional_score == 0.35  # Nature as a journal beats WHO's 0.30
-    assert result.authority_components["age"] == 0.15
-    total = sum(result.authority_components.values())
-    assert result.authority_weight == pytest.approx(min(max(total, 0), 0.99), abs=1e-6)
-    assert result.provenance_entropy == pytest.approx(max(0, sum(result.entropy_components.values())), abs=1e-5)
+    result = score(ANCHOR_CASE)
+    assert (result.year, result.citation_count, result.institutional_score, result.consensus_count) == (2001, 3, 0.30, 1)
+    assert result.authority_weight == pytest.approx(0.880103, abs=1e-6)
+    assert result.provenance_entropy == pytest.approx(2.168296, abs=1e-6)
 
 
 def test_type_entropy_is_shannon_bits() -> None:
-    counts = score(RICH_TEXT).source_type_counts
-    total = sum(counts.values())
-    expected = -sum(c / total * math.log2(c / total) for c in counts.values())
-    assert score(RICH_TEXT).type_entropy_bits == pytest.approx(expected, abs=1e-6)
+    # interview (oral_history), specimen ×2 (field_observation), measurement: counts 1, 2, 1 → H = 1.5 bits exactly.
+    result = score("An interview and a specimen, then a second specimen; the measurement followed.")
+    assert result.source_type_counts == {"measurement": 1, "field_observation": 2, "oral_history": 1}
+    assert result.type_entropy_bits == 1.5
+    # undated: base 3.0; + 1.5 bits + primary bonus min(2.0, 4 × 0.5) + variety 3 × 0.3 = 7.4; authority 0.30 − 0.45 → 0
+    assert (result.authority_weight, result.provenance_entropy) == (0.0, 7.4)
 
 
 @settings(max_examples=60, deadline=None)
@@ -75,9 +81,29 @@ def test_scoring_is_deterministic() -> None:
     assert score(RICH_TEXT, {"year": 1990}) == score(RICH_TEXT, {"year": 1990})
 
 
-def test_short_text_gets_neutral_score() -> None:
-    result = score("Experiments show it.")
-    assert (result.authority_weight, result.provenance_entropy) == P.SHORT_TEXT_SCORE
+def test_short_text_is_scored_on_its_evidence_and_flagged() -> None:
+    # The anchor gave every text under 50 characters a flat (0.50, 3.0). A 1923 patent number is primary
+    # evidence at any length: 1923 → age −0.15, base 5.5; the patent type adds 0.3 variety → (0.15, 5.8).
+    patent = score("U.S. Patent No. 1,467,521, granted 1923.")
+    assert (patent.authority_weight, patent.provenance_entropy, patent.low_confidence) == (0.15, 5.8, True)
+    assert "low-confidence (<50 chars)" in patent.rule
+    # Two consensus phrases, undated: 0.30 + 0.20 = 0.50; 3.0 − 0.8 = 2.2.
+    consensus = score("Experts agree it is settled science.")
+    assert (consensus.authority_weight, consensus.provenance_entropy) == (0.5, 2.2)
+    assert not score(ANCHOR_CASE).low_confidence
+
+
+@pytest.mark.parametrize("text", ["It was published in Nature.", "The work appeared in Science last spring.",
+                                  "It was published in The Lancet.", "Reported in the journal Nature."])
+def test_a_journal_named_after_published_in_counts_without_a_volume(text: str) -> None:
+    result = score(text)
+    assert result.institutional_score == 0.35
+    assert any(e.pattern == "published_in_journal" for e in result.evidence)
+
+
+def test_plural_journals_is_institutional() -> None:
+    assert score("The society printed these findings in its journals every year.").institutional_score == 0.15
+    assert score("It is the nature of things; science moves on.").institutional_score == 0.0
 
 
 # ---------------------------------------------------------------- metadata rule
@@ -186,9 +212,10 @@ ANCHOR_AUC_AUTHORITY, ANCHOR_AUC_ENTROPY = 0.787, 0.999  # anchor_your_ai.md §2
 @pytest.fixture(scope="module")
 def shared_scores(shared_dir: Path) -> dict[str, list[Score]]:
     corpora = load_corpora(shared_dir / "data" / "corpora")
-    missing = [name for name in (*PRIMARY_CORPORA, CONSENSUS_CORPUS) if name not in corpora]
-    if missing:
-        pytest.skip(f"corpora missing under ../shared: {missing}")
+    missing = [name for name in (*PRIMARY_CORPORA, CONSENSUS_CORPUS) if not corpora.get(name)]
+    if missing:  # ../shared is there (the fixture skipped otherwise), so it is incomplete: that is a failure
+        pytest.fail(f"../shared at {shared_dir} lacks the corpora {missing}: restore them (only an absent "
+                    "../shared skips these tests)")
     return {name: [s for s in score_many(corpora[name], workers=1)]
             for name in (*PRIMARY_CORPORA, CONSENSUS_CORPUS)}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yourai  # noqa: F401  (OpenBLAS before mlx)
 import mlx.core as mx
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 import numpy as np
 import pytest
 
@@ -121,6 +121,41 @@ def test_nonfinite_steps_in_a_row_abort_with_a_loadable_checkpoint(curated, tmp_
     loaded = ckpt.load_checkpoint(latest)
     assert loaded["state"]["step"] == 4 and loaded["state"]["skipped_total"] == 3
     assert all(np.isfinite(np.array(v)).all() for v in loaded["adapters"].values())
+
+
+class PoisonAdapters(TrainingCallback):
+    """Writes NaN into the trainable LoRA weights at the end of one step: later checkpoints hold non-finite adapters."""
+
+    def __init__(self, trainer: Trainer, at_step: int) -> None:
+        self.trainer, self.at_step = trainer, at_step
+
+    def on_train_begin(self, info: dict) -> None:
+        if self.at_step == 0:
+            self.on_step_end(0, {})
+
+    def on_step_end(self, step: int, metrics: dict) -> None:
+        if step == self.at_step:
+            model = self.trainer.model
+            model.update(tree_map(lambda p: mx.full(p.shape, float("nan")), model.trainable_parameters()))
+
+
+def test_nonfinite_abort_points_at_the_newest_checkpoint_with_finite_adapters(curated, tmp_path):
+    settings = config("train.steps=10", "train.max_bad_steps=2", "train.save_every=1", "train.keep_last=10")
+    trainer = Trainer(settings, tmp_path, data_dir=curated, progress=False)
+    trainer.callbacks.append(PoisonAdapters(trainer, at_step=2))  # step 2's checkpoint already holds NaN
+    with pytest.raises(NonFiniteAbort) as aborted:
+        trainer.fit()
+    good = tmp_path / "checkpoints" / "step-00000001"
+    assert f"the newest checkpoint whose adapters are all finite is {good}" in str(aborted.value)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "checkpoints")][-1] == "step-00000004"
+
+
+def test_nonfinite_abort_says_when_no_checkpoint_is_finite(curated, tmp_path):
+    settings = config("train.steps=10", "train.max_bad_steps=2", "train.save_every=1")
+    trainer = Trainer(settings, tmp_path, data_dir=curated, progress=False)
+    trainer.callbacks.append(PoisonAdapters(trainer, at_step=0))
+    with pytest.raises(NonFiniteAbort, match=r"no checkpoint in .*checkpoints has finite adapters"):
+        trainer.fit()
 
 
 def test_memory_abort_leaves_a_loadable_checkpoint(curated, tmp_path):

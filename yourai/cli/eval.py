@@ -6,9 +6,9 @@ Writes the results JSON, a per-question CSV beside it, and the run record (run.j
 from __future__ import annotations
 
 import argparse
-import sys
 
-from yourai.eval.results import format_summary
+from yourai.cli.errors import fail
+from yourai.eval.results import format_summary, output_paths
 from yourai.eval.task_eval import format_task_summary
 from yourai.runs.stages import run_evaluation
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
                                      "scores them, base and base + adapter, offline.")
     parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model")
-    parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
+    parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout) or a `yourai train` --out "
+                        "dir; adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
     parser.add_argument("--task", default=None, help="a multiple-choice task: a name under configs/tasks/ (e.g. "
@@ -39,10 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str]) -> int:
-    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2."""
+    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2.
+
+    The output paths, model and adapter are checked before the first question is scored.
+    """
     args = build_parser().parse_args(argv)
     categories = [c.strip() for c in args.categories.split(",")] if args.categories else None
     try:
+        output_paths(args.out, args.csv)
         options = EvalOptions(modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
@@ -51,8 +56,7 @@ def cli_main(argv: list[str]) -> int:
             raise ValueError("--categories applies to TruthfulQA, not to --task")
         results = run_evaluation(args.out, model=args.model, adapter=args.adapter, data=args.data, limit=args.limit,
                                  categories=categories, options=options, task=args.task, csv_path=args.csv)
-    except ValueError as error:
-        print(f"yourai eval: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:
+        return fail("eval", error, 2)
     print(format_task_summary(results) if args.task else format_summary(results))
     return 0

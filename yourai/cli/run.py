@@ -8,14 +8,20 @@ import signal
 import sys
 from pathlib import Path
 
-from yourai.config import load_config, parse_overrides
+from yourai.cli.errors import fail
+from yourai.config import ConfigError, load_config, parse_overrides
 from yourai.paths import PROJECT_ROOT
 from yourai.pipeline import STAGE_TITLES, StageResult, forward_to_kernels, run_pipeline
 from yourai.stopping import exit_code, graceful_stop
 
+EXIT_OK, EXIT_STAGE_FAILED, EXIT_USAGE = 0, 1, 2
+
 
 def cli_main(argv: list[str]) -> int:
-    """`yourai run [-c CONFIG] [--name NAME] [--only 01,04] [--from 03] [key=value ...]`."""
+    """`yourai run [-c CONFIG] [--name NAME] [--only 01,04] [--from 03] [key=value ...]`.
+
+    The config file and the key=value overrides reach every stage (each notebook loads them itself).
+    """
     parser = argparse.ArgumentParser(prog="yourai run", description="run the six notebooks with papermill")
     parser.add_argument("-c", "--config", type=Path, default=None, help="YAML config (default configs/default.yaml)")
     parser.add_argument("--name", default=None, help="run name: results go to runs/<name>/ (default: run.name)")
@@ -25,19 +31,15 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--notebooks-dir", type=Path, default=PROJECT_ROOT / "notebooks")
     parser.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=20")
     args = parser.parse_args(argv)
-
-
-    overrides = parse_overrides(args.overrides)
-    config = load_config(args.config, overrides)
-    name = args.name or config.run.name
     try:
+        overrides = parse_overrides(args.overrides)
+        name = args.name or load_config(args.config, overrides).run.name
         with graceful_stop(on_signal=forward_to_kernels, repeat_aborts=False):  # the kernel decides where to stop
-            results, summary_md = run_pipeline(config, name, config_path=args.config, overrides=overrides,
-                                               only=args.only, start=args.start, runs_dir=args.runs_dir,
+            results, summary_md = run_pipeline(name, config_path=args.config, overrides=overrides, only=args.only,
+                                               start=args.start, runs_dir=args.runs_dir,
                                                notebooks_dir=args.notebooks_dir)
-    except ValueError as error:
-        print(f"yourai run: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, ValueError) as error:
+        return fail("run", error, EXIT_USAGE)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         print(f"yourai run: stage {failed[0].stage} ({STAGE_TITLES.get(failed[0].stage, '')}) failed: "
@@ -47,7 +49,7 @@ def cli_main(argv: list[str]) -> int:
     if stopped:
         print(stopped_line(stopped, argv), file=sys.stderr)
         return exit_code(signal.Signals[stopped.signal])
-    return 1 if failed else 0
+    return EXIT_STAGE_FAILED if failed else EXIT_OK
 
 
 def continue_command(argv: list[str], stage: str) -> str:

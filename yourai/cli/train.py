@@ -14,14 +14,17 @@ from typing import Sequence
 
 import mlx.core as mx
 
+from yourai.cli.errors import fail
 from yourai.config import Config, ConfigError, load_config
 from yourai.data.batches import DataError
 from yourai.formula import OBJECTIVES
+from yourai.models import ModelError
 from yourai.notebook.experiments import resolve_data
 from yourai.runs.stages import run_training
 from yourai.stopping import exit_code, graceful_stop
 from yourai.train import StopAborted, TrainingAbort, TrainingStopped
 from yourai.train.checkpoints import CheckpointError, latest_checkpoint
+from yourai.train.rundir import RunDirError, require_checkpoint
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_ABORTED = 0, 1, 2, 3
 FLAG_KEYS = (("model", "model.path"), ("steps", "train.steps"), ("seed", "train.seed"), ("objective", "loss.objective"))
@@ -37,6 +40,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="train.seed")
     parser.add_argument("--objective", choices=OBJECTIVES, help="loss.objective")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in an --out that holds checkpoints (deletes only the files yourai wrote)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lora.rank=16")
     return parser.parse_intermixed_args(list(argv))
@@ -70,16 +75,22 @@ def stopped_line(stop: BaseException, argv: Sequence[str], out: str) -> str:
 
 
 def cli_main(argv: Sequence[str]) -> int:
-    """0 ok, 1 data/checkpoint problem, 2 usage, 3 aborted (memory guard or non-finite steps; checkpoint saved),
-    128 + N stopped by signal N (SIGTERM 143, SIGINT 130, SIGHUP 129; checkpoint of the last finished step)."""
+    """0 ok, 1 data/model/checkpoint/run-directory problem, 2 usage, 3 aborted (memory guard or non-finite
+    steps; checkpoint saved), 128 + N stopped by signal N (SIGTERM 143, SIGINT 130, SIGHUP 129; checkpoint of
+    the last finished step)."""
     args = parse_args(argv)
+    if args.resume and args.overwrite:
+        return fail("train", ValueError("--resume continues the run in --out and --overwrite starts it over: "
+                                        "choose one"), EXIT_USAGE)
     try:
         config = config_from_args(args)
+        if args.resume:  # before curating default data: say at once that there is nothing to resume
+            require_checkpoint(Path(args.out))
         data_dir = resolve_data(config, args.data, args.out)
         with graceful_stop() as request:  # from the model load on, a stop signal ends with a checkpoint
             try:
                 result = run_training(config, args.out, data_dir=data_dir, resume=args.resume,
-                                      progress=not args.no_progress)
+                                      overwrite=args.overwrite, progress=not args.no_progress)
             except (TrainingStopped, StopAborted) as stop:
                 request.finish()  # still under the handlers: a late signal (mlx.launch ending a rank) cannot cut this short
                 print(stopped_line(stop, argv, args.out), file=sys.stderr)
@@ -88,14 +99,11 @@ def cli_main(argv: Sequence[str]) -> int:
         print(stopped_line(KeyboardInterrupt(), argv, args.out), file=sys.stderr)
         return exit_code(signal.SIGINT)
     except ConfigError as err:
-        print(f"yourai train: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except (DataError, CheckpointError, OSError) as err:
-        print(f"yourai train: {err}", file=sys.stderr)
-        return EXIT_DATA
+        return fail("train", err, EXIT_USAGE)
+    except (DataError, ModelError, CheckpointError, RunDirError, OSError) as err:
+        return fail("train", err, EXIT_DATA)
     except TrainingAbort as err:
-        print(f"yourai train: aborted: {err}", file=sys.stderr)
-        return EXIT_ABORTED
+        return fail("train", err, EXIT_ABORTED, prefix="aborted: ")
     last = result.last
     print(f"trained {result.steps} steps into {result.adapters_dir} (loss {last.get('loss')}, "
           f"median {result.tokens_per_s:.0f} tokens/s); metrics in {result.metrics_path}")

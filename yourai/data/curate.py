@@ -30,7 +30,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from yourai.config import ConfigError, CurateConfig
 from yourai.data.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_truthfulqa_needles
 from yourai.data.report import SPLITS, RejectLog, Tally, build_report
-from yourai.data.sources import RESERVED_KEYS, Reject, SourceError, iter_source, parse_source, validate
+from yourai.data.contract import RESERVED_KEYS, fill_item, validate
+from yourai.data.sources import Reject, SourceError, iter_source, parse_source
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
 from yourai.tiers import TIERS, tier_of
@@ -136,7 +137,7 @@ class Pass1:
 
 
 def _valid_records(specs: Sequence, state: Pass1) -> Iterator[dict[str, Any]]:
-    """Stage read+validate: yields contract-valid records with unique ids, rejects the rest."""
+    """Stage read+fill+validate: yields contract-valid records with unique ids, rejects the rest."""
     for spec in specs:
         for item in iter_source(spec):
             state.tally.funnel["read"] += 1
@@ -146,6 +147,7 @@ def _valid_records(specs: Sequence, state: Pass1) -> Iterator[dict[str, Any]]:
                 state.rejects.add(item.reject, item.kind)
                 continue
             state.tally.funnel["parsed"] += 1
+            item, filled = fill_item(item, spec)
             result = validate(item, state.config.min_words)
             if isinstance(result, dict) and not _claim_id(state.db, result["id"]):
                 result = Reject("validate", "duplicate_id", f"id {result['id']!r} appeared earlier",
@@ -156,6 +158,7 @@ def _valid_records(specs: Sequence, state: Pass1) -> Iterator[dict[str, Any]]:
             result.update(_kind=item.kind, _source=item.source, _line=item.line)
             result["scores_supplied"] = result.get("authority_weight") is not None
             state.tally.funnel["valid"] += 1
+            state.tally.filled.update(filled.items())
             yield result
 
 
@@ -222,7 +225,7 @@ def _dedup_and_stage(unit: dict[str, Any], state: Pass1, stage_file) -> None:
     state.tally.tiers_before[unit["tier"]] += 1
     state.tally.formats[unit["_format"]] += 1
     state.db.execute("INSERT INTO units(tier, key) VALUES (?, ?)", (unit["tier"], balance_key(unit["id"], state.config.seed)))
-    stage_file.write(json.dumps(unit, ensure_ascii=False) + "\n")
+    stage_file.write(json.dumps(unit, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def run_pass1(specs: Sequence, state: Pass1, stage_path: Path, progress: bool) -> None:
@@ -262,8 +265,9 @@ class SplitWriters:
         self.nest = nest_structured
 
     def write(self, record: dict[str, Any], split: str) -> None:
-        self.curated.write(json.dumps({**record, "split": split}, ensure_ascii=False) + "\n")
-        self.splits[split].write(json.dumps(for_mlx(record, self.nest), ensure_ascii=False) + "\n")
+        """Strict JSON (no NaN/Infinity): validation rejected non-finite values, this makes sure."""
+        self.curated.write(json.dumps({**record, "split": split}, ensure_ascii=False, allow_nan=False) + "\n")
+        self.splits[split].write(json.dumps(for_mlx(record, self.nest), ensure_ascii=False, allow_nan=False) + "\n")
 
     def close(self) -> None:
         for handle in (self.curated, *self.splits.values()):
@@ -325,9 +329,9 @@ def load_guard(config: CurateConfig, truthfulqa_csv: str | Path | None) -> tuple
     return guard, {"checked": True, "data": str(path), "needles": guard.size}
 
 
-# The ../shared corpora carry `source` (a description) and `url_or_origin`, not the contract's
-# `source_type` / `origin`: each folder gets the scorer prior that matches its category in
-# ../shared/data/corpora/README.md ((a) primary, (b) consensus, (c) citation markup).
+# The ../shared corpora carry `source` (a description) and `url_or_origin` (a known name for `origin`,
+# yourai.data.contract), not `source_type`: each folder gets the scorer prior that matches its category
+# in ../shared/data/corpora/README.md ((a) primary, (b) consensus, (c) citation markup).
 SHARED_CORPUS_SOURCE_TYPES = {
     "phil_trans_1665_1869": "letter",  # (a) early papers are mostly communicated letters and observations
     "gutenberg_science_fieldreports": "historical_book",  # (a) monographs and field reports
@@ -338,14 +342,10 @@ SHARED_CORPUS_SOURCE_TYPES = {
 
 
 def shared_corpus_sources(corpora_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Source specs for the ../shared corpora, with the contract fields they lack filled in."""
+    """Source specs for the ../shared corpora: each folder's source type as the default."""
     root = Path(corpora_dir) if corpora_dir is not None else shared_dir() / "data" / "corpora"
-    specs = []
-    for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items():
-        for path in sorted((root / folder).glob("*.jsonl")):
-            specs.append({"path": str(path), "defaults": {"source_type": source_type},
-                          "fill_from": {"origin": "url_or_origin"}})
-    return specs
+    return [{"path": str(path), "defaults": {"source_type": source_type}}
+            for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items() for path in sorted((root / folder).glob("*.jsonl"))]
 
 
 def _open_work_db(path: Path) -> sqlite3.Connection:
@@ -364,7 +364,11 @@ def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Pat
     if config.chunk_overlap_words >= config.max_words:
         raise ConfigError(f"curate.chunk_overlap_words ({config.chunk_overlap_words}) must be < "
                           f"curate.max_words ({config.max_words})")
-    specs = [parse_source(s) for s in (config.sources if sources is None else list(sources))]
+    bad_fields = {k: v for k, v in config.fields.items() if not isinstance(v, str)}
+    if bad_fields:
+        raise ConfigError(f"curate.fields: maps a contract field to the input's field name, got {bad_fields}")
+    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns)
+             for s in (config.sources if sources is None else list(sources))]
     if not specs:
         raise SourceError("no sources given (pass SOURCE... or set curate.sources)")
     out = Path(out_dir)

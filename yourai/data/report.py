@@ -35,6 +35,8 @@ class Tally:
     formats: Counter = field(default_factory=Counter)
     scores: Counter = field(default_factory=Counter)  # supplied | computed
     chunking: Counter = field(default_factory=Counter)  # records_chunked, extra_chunks
+    filled: Counter = field(default_factory=Counter)  # (contract field, how) → valid records it was filled in
+    reject_fields: Counter = field(default_factory=Counter)  # (reason, field) → n
 
 
 class RejectLog:
@@ -49,6 +51,7 @@ class RejectLog:
     def add(self, reject: Reject, kind: str | None = None) -> None:
         self.handle.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
         self.tally.rejects[(reject.stage, reject.reason)] += 1
+        self.tally.reject_fields[(reject.reason, reject.field_name)] += 1
         if kind is not None:
             self.tally.by_kind.setdefault(kind, Counter())["rejected"] += 1
             self.tally.by_source.setdefault(reject.source, Counter())["rejected"] += 1
@@ -96,6 +99,8 @@ def build_report(tally: Tally, config: CurateConfig, keep: Mapping[str, int], sp
         "rejects_by_stage_reason": [{"stage": s, "reason": r, "count": n}
                                     for (s, r), n in sorted(tally.rejects.items())],
         "rejects_by_reason": dict(sorted(reasons.items())),
+        "rejects_by_reason_field": [{"reason": r, "field": f, "count": n} for (r, f), n in tally.reject_fields.most_common()],
+        "filled_fields": _filled(tally),
         "tiers": {"before_balance": {t: tally.tiers_before[t] for t in TIERS},
                   "planned": dict(keep), "after_balance": {t: tally.tiers_after[t] for t in TIERS},
                   "empty_tiers": [t for t in TIERS if getattr(config.tiers, t) > 0 and not tally.tiers_before[t]]},
@@ -116,12 +121,29 @@ def build_report(tally: Tally, config: CurateConfig, keep: Mapping[str, int], sp
     }
 
 
+def _filled(tally: Tally) -> dict[str, dict[str, int]]:
+    """{contract field: {how: records}}: how many kept-valid records had each field filled, and from what."""
+    filled: dict[str, dict[str, int]] = {}
+    for (name, how), n in sorted(tally.filled.items()):
+        filled.setdefault(name, {})[how] = n
+    return filled
+
+
+def top_reject_reasons(report: Mapping[str, Any], limit: int = 5) -> list[str]:
+    """The most common reasons records were rejected, with the field at fault: what to fix first."""
+    return [f"{entry['reason']}" + (f" (field '{entry['field']}')" if entry["field"] else "") + f": {entry['count']}"
+            for entry in report["rejects_by_reason_field"][:limit]]
+
+
 def format_summary(report: Mapping[str, Any], out_dir: str | Path) -> str:
     """A few lines for the terminal: the funnel, the splits, the rejects, the reconciliation."""
     funnel = " → ".join(f"{stage} {n}" for stage, n in report["funnel"].items())
     splits = ", ".join(f"{s} {n}" for s, n in report["splits"].items())
     reasons = ", ".join(f"{r} {n}" for r, n in report["rejects_by_reason"].items()) or "none"
     ok = "reconciled" if report["reconciliation"]["ok"] else "DOES NOT RECONCILE"
+    filled = ", ".join(f"{name} {sum(ways.values())} ({', '.join(f'{how} {n}' for how, n in ways.items())})"
+                       for name, ways in report["filled_fields"].items()) or "none"
     return (f"curated into {out_dir}\n  funnel: {funnel}\n  splits: {splits}\n  rejects: {reasons}\n"
+            f"  filled in: {filled}\n"
             f"  counts {ok}: {report['reconciliation']['input_records']} input records, "
             f"{report['reconciliation']['output_records']} output records")

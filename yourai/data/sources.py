@@ -1,36 +1,29 @@
-"""Raw sources → candidate records, one at a time, and the data-contract check each must pass.
+"""Raw sources → candidate records, one at a time.
 
 Readers (JSONL, CSV, folders of .txt/.md, Hugging Face datasets) yield `RawItem`s lazily so
 memory never depends on the input size. Anything a reader cannot parse becomes a `Reject`
-carrying the file, line and reason; `validate` then checks the fields of everything that did
-parse. Nothing is dropped without a `Reject` naming why.
+carrying the file, line and reason; `yourai.data.contract` then fills and checks the fields of
+everything that did parse. Nothing is dropped without a `Reject` naming why.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
-import math
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import yaml
 
-from yourai.formula import AUTHORITY_RANGE
 from yourai.paths import PROJECT_ROOT
-from yourai.records import EXCERPT_CHARS, RecordError, iter_csv, iter_jsonl_lenient, record_text
-from yourai.scoring.metadata import EARLIEST_YEAR
+from yourai.records import EXCERPT_CHARS, RecordError, iter_csv, iter_jsonl_lenient
 
-YEAR_BOUNDS = (EARLIEST_YEAR, date.today().year + 1)  # the scorer's bounds, so both agree
 TEXT_SUFFIXES = (".txt", ".md")
 HF_PREFIX = "hf:"
-REQUIRED_STRINGS = ("id", "source_type", "origin", "license")
-RESERVED_KEYS = frozenset({"_kind", "_source", "_line", "_format"})  # curate's per-record bookkeeping
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls except \t \n \r
-_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+SOURCE_OPTIONS = frozenset({"path", "defaults", "fields", "csv_columns", "split", "config"})
 _FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 
 
@@ -62,14 +55,24 @@ class Reject:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One source: where it is, what kind it is, and defaults for fields it lacks."""
+    """One source: where it is, what kind it is, and how to fill the contract fields it lacks."""
 
     location: str  # a resolved file/folder path, or the HF dataset name
     kind: str  # jsonl | csv | text | hf
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    fill_from: Mapping[str, str] = field(default_factory=dict)  # contract field → source field to copy when absent
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # contract field → value when absent
+    fields: Mapping[str, str] = field(default_factory=dict)  # contract field → this source's name for it
+    csv_columns: tuple[str, ...] | None = None  # a header-less CSV's column names
     hf_split: str = "train"
     hf_config: str | None = None
+
+
+def display_name(source: str) -> str:
+    """A record's source as filled-in ids and origins name it: relative to the project when inside it,
+    so ids (and the splits hashed from them) do not depend on where the checkout lives."""
+    if source.startswith(HF_PREFIX):
+        return source
+    path = Path(source)
+    return path.relative_to(PROJECT_ROOT).as_posix() if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
 @dataclass(frozen=True)
@@ -108,16 +111,34 @@ def _kind_of(path: Path) -> str:
     raise SourceError(f"{path}: unknown source kind (expected .jsonl, .csv, a folder of .txt/.md, or hf:NAME)")
 
 
-def parse_source(item: str | Mapping[str, Any]) -> SourceSpec:
-    """`PATH`, `hf:NAME[:SPLIT]`, or a mapping {path, defaults, fill_from, split, config}."""
+def _mapping_option(options: Mapping[str, Any], name: str, where: str, values: type) -> dict[str, Any]:
+    value = options.get(name) or {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, values) for k, v in value.items()):
+        kind = "field names" if values is str else "values"
+        raise SourceError(f"source {where}: '{name}' must map contract fields to {kind}, got {value!r}")
+    return dict(value)
+
+
+def parse_source(item: str | Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                 fields: Mapping[str, str] | None = None, csv_columns: list[str] | None = None) -> SourceSpec:
+    """`PATH`, `hf:NAME[:SPLIT]`, or a mapping {path, defaults, fields, csv_columns, split, config}.
+
+    `defaults`, `fields` and `csv_columns` are the run-wide settings (curate.*); a source's own win.
+    """
     options: Mapping[str, Any] = {}
     if isinstance(item, Mapping):
         options = item
-        unknown = set(item) - {"path", "defaults", "fill_from", "split", "config"}
+        unknown = set(item) - SOURCE_OPTIONS
         if "path" not in item or unknown:
-            raise SourceError(f"source {dict(item)!r}: needs 'path'; unknown keys {sorted(unknown)}")
+            raise SourceError(f"source {dict(item)!r}: needs 'path'; unknown keys {sorted(unknown)} "
+                              f"(known: {sorted(SOURCE_OPTIONS)})")
         item = str(item["path"])
-    extra = {"defaults": dict(options.get("defaults") or {}), "fill_from": dict(options.get("fill_from") or {})}
+    if not isinstance(item, str):
+        raise SourceError(f"source {item!r}: expected a path, hf:NAME or a mapping with 'path'")
+    columns = options.get("csv_columns", csv_columns)
+    extra = {"defaults": {**(defaults or {}), **_mapping_option(options, "defaults", item, object)},
+             "fields": {**(fields or {}), **_mapping_option(options, "fields", item, str)},
+             "csv_columns": tuple(columns) if columns else None}
     if item.startswith(HF_PREFIX):
         name, _, split = item[len(HF_PREFIX):].partition(":")
         return SourceSpec(name, "hf", hf_split=options.get("split") or split or "train",
@@ -129,18 +150,9 @@ def parse_source(item: str | Mapping[str, Any]) -> SourceSpec:
 
 
 def iter_source(spec: SourceSpec) -> Iterator[RawItem]:
-    """Lazily yield every record of one source, with its missing contract fields filled in."""
+    """Lazily yield every record of one source as it was read (yourai.data.contract fills and checks it)."""
     reader = {"jsonl": _read_jsonl, "csv": _read_csv, "text": _read_text, "hf": _read_hf}[spec.kind]
-    for item in reader(spec):
-        if item.data is not None and (spec.fill_from or spec.defaults):
-            data = dict(item.data)
-            for target, origin_field in spec.fill_from.items():
-                if data.get(target) is None and origin_field in data:
-                    data[target] = data[origin_field]
-            for key, value in spec.defaults.items():
-                data.setdefault(key, value)
-            item = RawItem(item.source, item.kind, item.line, data)
-        yield item
+    yield from reader(spec)
 
 
 # ------------------------------------------------------------------ readers
@@ -166,7 +178,7 @@ def _read_jsonl(spec: SourceSpec) -> Iterator[RawItem]:
 
 
 def _read_csv(spec: SourceSpec) -> Iterator[RawItem]:
-    for number, record in iter_csv(spec.location):
+    for number, record in iter_csv(spec.location, spec.csv_columns):
         yield _from_record(spec.location, "csv", number, record)
 
 
@@ -209,7 +221,21 @@ def _text_metadata(path: Path, body: str) -> tuple[dict[str, Any], str]:
     meta = yaml.safe_load(match.group(1)) or {}
     if not isinstance(meta, dict):
         raise ValueError("front matter is not a mapping")
-    return meta, body[match.end():]
+    return {str(key): json_value(value, f"front matter '{key}'") for key, value in meta.items()}, body[match.end():]
+
+
+def json_value(value: Any, where: str) -> Any:
+    """A YAML value as JSON can hold it: dates and times become ISO 8601 strings (YAML reads
+    `published: 2020-01-31` as a date); binary values are refused with `where`."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (bytes, bytearray)):
+        raise ValueError(f"{where}: binary values are not supported")
+    return value
 
 
 def _read_text_file(path: Path, root: Path) -> RawItem:
@@ -239,126 +265,9 @@ def _read_hf(spec: SourceSpec) -> Iterator[RawItem]:
         yield RawItem(source, "hf", index, dict(row))
 
 
-# ------------------------------------------------------------------ the data contract
+# ------------------------------------------------------------------ text identity
 
 
 def normalize_text(text: str) -> str:
     """Case- and whitespace-insensitive form used for exact-duplicate and contamination checks."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _check_string(data: dict, name: str, required: bool) -> tuple[str, str] | None:
-    """(reason, detail) when field `name` is missing, empty or not a string."""
-    if name not in data or data[name] is None:
-        return ("missing_field", f"'{name}' is required") if required else None
-    value = data[name]
-    if not isinstance(value, str):
-        return "mistyped_field", f"'{name}' must be a string, got {_type_name(value)} {value!r:.60}"
-    if not value.strip():
-        return "empty_field", f"'{name}' is empty"
-    return None
-
-
-def _check_number(data: dict, name: str, lo: float | None, hi: float | None,
-                  integer: bool = False) -> tuple[str, str] | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    wanted = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, wanted):
-        kind = "an integer" if integer else "a number"
-        return "mistyped_field", f"'{name}' must be {kind}, got {_type_name(value)} {value!r:.60}"
-    if not math.isfinite(value):
-        return "not_finite", f"'{name}' must be finite, got {value!r}"
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        return "out_of_range", f"'{name}' must be in [{lo}, {hi}], got {value!r}"
-    return None
-
-
-def _check_text_payload(data: dict) -> tuple[str, str, str] | None:
-    """(field, reason, detail) when no usable text / prompt+completion / messages is present."""
-    if "text" in data:
-        problem = _check_string(data, "text", True)
-        if problem and problem[0] == "empty_field":
-            problem = ("empty_text", "text is empty or whitespace only")
-        return ("text", *problem) if problem else None
-    if "prompt" in data or "completion" in data:
-        for name in ("prompt", "completion"):
-            if problem := _check_string(data, name, True):
-                return (name, *problem)
-        return None
-    if "messages" in data:
-        messages = data["messages"]
-        ok = isinstance(messages, list) and messages and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages)
-        return None if ok else ("messages", "mistyped_field",
-                                "'messages' must be a non-empty list of {role, content} strings")
-    return "text", "missing_field", "one of 'text', 'prompt'+'completion' or 'messages' is required"
-
-
-def _field_problems(data: dict) -> Iterator[tuple[str, str, str]]:
-    """Every (field, reason, detail) wrong with a parsed record, most basic first."""
-    if problem := _check_text_payload(data):
-        yield problem
-    for name in REQUIRED_STRINGS:
-        if problem := _check_string(data, name, True):
-            yield (name, *problem)
-    if problem := _check_number(data, "year", *YEAR_BOUNDS, integer=True):
-        yield ("year", *problem)
-    if problem := _check_number(data, "authority_weight", *AUTHORITY_RANGE):
-        yield ("authority_weight", *problem)
-    if problem := _check_number(data, "provenance_entropy", 0.0, None):
-        yield ("provenance_entropy", *problem)
-    supplied = [k for k in ("authority_weight", "provenance_entropy") if data.get(k) is not None]
-    if len(supplied) == 1:
-        missing = "provenance_entropy" if supplied == ["authority_weight"] else "authority_weight"
-        yield missing, "partial_scores", f"'{supplied[0]}' is supplied without '{missing}': give both or neither"
-
-
-def _content_problem(text: str, min_words: int) -> tuple[str, str] | None:
-    if _SURROGATE_RE.search(text):
-        return "invalid_unicode", "text contains a lone UTF-16 surrogate (not encodable as UTF-8)"
-    if match := _CONTROL_RE.search(text):
-        return "control_characters", f"text contains control character {match.group()!r} at {match.start()}"
-    if not text.strip():
-        return "empty_text", "text is empty or whitespace only"
-    words = len(text.split())
-    if words < min_words:
-        return "too_short", f"text has {words} word(s), fewer than min_words={min_words}"
-    return None
-
-
-def _unencodable_field(data: Mapping[str, Any]) -> str | None:
-    """The first key whose name or value (nested too) would not survive writing as UTF-8."""
-    for name, value in data.items():
-        rendered = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-        if _SURROGATE_RE.search(name) or _SURROGATE_RE.search(rendered):
-            return name
-    return None
-
-
-def validate(item: RawItem, min_words: int) -> dict[str, Any] | Reject:
-    """The record in contract form (extras kept, `text` always set), or the first reason it fails."""
-    data = item.data or {}
-
-    def reject(field_name: str, reason: str, detail: str) -> Reject:
-        record_id = data.get("id") if isinstance(data.get("id"), str) else None
-        return Reject("validate", reason, detail, item.source, item.line, field_name, record_id)
-
-    for field_name, reason, detail in _field_problems(data):
-        return reject(field_name, reason, detail)
-    text, text_format = record_text(data)
-    if problem := _content_problem(text, min_words):
-        return reject("text", *problem)
-    if reserved := sorted(RESERVED_KEYS & set(data)):
-        return reject(reserved[0], "reserved_field", f"'{reserved[0]}' is reserved for curation bookkeeping")
-    if name := _unencodable_field(data):
-        return reject(name, "invalid_unicode", f"'{name}' contains a lone UTF-16 surrogate (not encodable as UTF-8)")
-    record = {**data, "text": text, "year": data.get("year")}
-    record["_format"] = text_format
-    return record

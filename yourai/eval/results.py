@@ -141,12 +141,28 @@ def per_question_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     return table
 
 
+def output_paths(out_json: str | Path, out_csv: str | Path | None = None) -> tuple[Path, Path]:
+    """(results JSON, per-question CSV) paths, refused up front when they cannot be files, so a long
+    evaluation never ends in a write error."""
+    out_json = Path(out_json)
+    _check_file_path(out_json, "--out", "truthfulqa.json")
+    out_csv = Path(out_csv) if out_csv else out_json.with_suffix(".per_question.csv")
+    _check_file_path(out_csv, "--csv", "per_question.csv")
+    return out_json, out_csv
+
+
+def _check_file_path(path: Path, what: str, example: str) -> None:
+    if path.is_dir() or not path.name:
+        raise ValueError(f"{what} {path} is a directory; give a file path such as {path / example}")
+    if any(parent.exists() and not parent.is_dir() for parent in path.parents):
+        raise ValueError(f"{what} {path}: a parent of it is a file, not a directory")
+
+
 def write_results(results: dict[str, Any], out_json: str | Path, out_csv: str | Path | None = None) -> None:
     """Results JSON and the per-question CSV (default: beside the JSON, `<stem>.per_question.csv`)."""
-    out_json = Path(out_json)
+    out_json, out_csv = output_paths(out_json, out_csv)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     out_json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-    out_csv = Path(out_csv) if out_csv else out_json.with_suffix(".per_question.csv")
     table = per_question_table(results)
     with out_csv.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]))
@@ -230,12 +246,14 @@ def evaluate(model: str = "default", adapter: str | None = None, data: str | Pat
     """Score the base model and, when `adapter` is given, base + adapter on the same questions.
 
     `include_base=False` (with an adapter) skips the base model: a sweep compares its arms with each
-    other, and the base scores are the same in every cell.
+    other, and the base scores are the same in every cell. `adapter` may be an adapter directory or a
+    `yourai train` run directory (its adapters/ is used); model and adapter files are checked before any
+    question is scored.
     """
-    from yourai.models import load_model
+    from yourai.models import load_model, resolve_adapter_dir, resolve_model
 
-    if adapter is not None and not Path(adapter).is_dir():
-        raise ValueError(f"{adapter}: adapter directory not found")
+    resolve_model(model)
+    adapter = str(resolve_adapter_dir(adapter)) if adapter is not None else None
     items = select_items(load_truthfulqa(data), limit, categories)
     runs = {"base": None, **({"adapter": str(adapter)} if adapter is not None else {})}
     if adapter is not None and not include_base:

@@ -1,5 +1,7 @@
 """Base models in, mlx-lm directories out: loading by name or path, the embedded default, converters."""
 
-from yourai.models.load import ensure_default_model, load_model, save_mlx_model, weights_sha256
+from yourai.models.load import (ModelError, ensure_default_model, load_model, resolve_adapter_dir, resolve_model,
+                                save_mlx_model, weights_sha256)
 
-__all__ = ["ensure_default_model", "load_model", "save_mlx_model", "weights_sha256"]
+__all__ = ["ModelError", "ensure_default_model", "load_model", "resolve_adapter_dir", "resolve_model",
+           "save_mlx_model", "weights_sha256"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import struct
 from pathlib import Path
 
 import mlx.core as mx
@@ -19,13 +21,93 @@ from mlx.utils import tree_flatten
 from yourai.paths import default_model_dir, sample_corpus_path
 
 
-def load_model(path_or_id: str = "default", adapter_path: str | None = None):
-    """(model, tokenizer) via mlx_lm.load; "default" builds the embedded model on first use."""
+DEFAULT_MODEL = "default"  # the alias for the embedded model; never written into an artifact
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTERS_SUBDIR = "adapters"  # where `yourai train` puts them inside its --out
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")  # owner/name, or a canonical name like gpt2
+
+
+_REFETCH = "an interrupted download, copy or save? fetch, copy or train it again"
+
+
+class ModelError(ValueError):
+    """A model or adapter that cannot be used; the message names the path and what to do."""
+
+
+def resolve_model(path_or_id: str | None = DEFAULT_MODEL) -> str:
+    """What mlx-lm should load: the embedded default's directory, an existing local directory (absolute),
+    or a hub id. Anything else is refused here, with a message, before mlx-lm tries the hub."""
+    if path_or_id in (DEFAULT_MODEL, "", None):
+        return str(ensure_default_model())
+    path = Path(str(path_or_id)).expanduser()
+    if path.exists():
+        check_model_dir(path)
+        return str(path.resolve())
+    if _HUB_ID_RE.match(str(path_or_id)) and not str(path_or_id).startswith((".", "~")):
+        return str(path_or_id)
+    raise ModelError(f"{path_or_id}: no such model directory, and not a hub id (owner/name, e.g. "
+                     "mlx-community/SmolLM2-135M-Instruct); `yourai doctor` lists models for this machine")
+
+
+def check_model_dir(path: Path) -> None:
+    """A local model directory must hold config.json and whole safetensors files."""
+    if not path.is_dir():
+        raise ModelError(f"{path}: a model is a directory (config.json, *.safetensors, tokenizer files), not a file")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json: not an mlx-lm / Hugging Face model directory")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file by its header, before a loader fails without naming it.
+
+    Layout: an 8-byte little-endian header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
+    then the tensor bytes; the largest end offset must equal the bytes after the header.
+    """
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (header_bytes,) = struct.unpack("<Q", handle.read(8))
+            if header_bytes > size - 8:
+                raise ValueError(f"header of {header_bytes} bytes in a {size}-byte file")
+            header = json.loads(handle.read(header_bytes))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (struct.error, ValueError, KeyError, TypeError, IndexError) as err:
+        raise ModelError(f"{path}: truncated or corrupt: not a readable safetensors file ({err}); {_REFETCH}") from err
+    expected = 8 + header_bytes + max(ends, default=0)
+    if size != expected:
+        raise ModelError(f"{path}: truncated or corrupt: its header describes {expected:,} bytes, the file has "
+                         f"{size:,}; {_REFETCH}")
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """An mlx-lm adapter directory, or a `yourai train` run directory holding one in adapters/."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"{path}: adapter directory not found")
+    for candidate in (path, path / ADAPTERS_SUBDIR):
+        if (candidate / ADAPTER_CONFIG).is_file():
+            for weights in sorted(candidate.glob("*.safetensors")):
+                check_safetensors(weights)
+            return candidate
+    raise ModelError(f"{path}: no {ADAPTER_CONFIG} here or in {ADAPTERS_SUBDIR}/: not an adapter or training run directory")
+
+
+def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None = None):
+    """(model, tokenizer) via mlx_lm.load; "default" builds the embedded model on first use.
+
+    Bad paths, truncated weights and unloadable adapters raise ModelError naming the file.
+    """
     from mlx_lm import load
 
-    if path_or_id in ("default", "", None):
-        path_or_id = str(ensure_default_model())
-    return load(str(path_or_id), adapter_path=str(adapter_path) if adapter_path else None)
+    name = resolve_model(path_or_id)
+    adapters = resolve_adapter_dir(adapter_path) if adapter_path else None
+    try:
+        return load(name, adapter_path=str(adapters) if adapters else None)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        what = f"{name} with adapters {adapters}" if adapters else name
+        raise ModelError(f"{what}: cannot be loaded: {type(err).__name__}: {err}") from err
 
 
 def ensure_default_model(out_dir: Path | None = None) -> Path:

@@ -57,14 +57,16 @@ def objective_experiment(config: Config, data_dir: Path, out_dir: Path, seeds: S
                          objectives: Sequence[str] = ("plain", "faithful", "weighted"), resume: bool = False) -> list[dict]:
     """Train every (seed, objective) pair on the same data; one row per run with its final validation.
 
-    With `resume`, arms that were stopped (or finished) continue from their checkpoints; the rest start.
+    Each arm owns `out_dir/seed<N>-<objective>`. With `resume`, arms that were stopped (or finished)
+    continue from their checkpoints; without it (or with nothing to resume) an arm starts over.
     """
     rows = []
     for seed in seeds:
         for objective in objectives:
             run_dir = Path(out_dir) / f"seed{seed}-{objective}"
             arm = with_overrides(config, {"train.seed": seed, "loss.objective": objective}, "experiment arm")
-            result = train(arm, run_dir, data_dir=data_dir, resume=resume and can_resume(run_dir), progress=False)
+            resuming = resume and can_resume(run_dir)
+            result = train(arm, run_dir, data_dir=data_dir, resume=resuming, overwrite=not resuming, progress=False)
             final = result.evals[-1] if result.evals else {}
             rows.append({"seed": seed, "objective": objective, "train_loss": result.last.get("loss"),
                          "train_ce": result.last.get("ce"), **{k: final.get(k) for k in

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+from yourai.data.sources import iter_source, parse_source
 from yourai.records import iter_jsonl
 from yourai.scoring import Rejected, Score, score_many
 from yourai.scoring import patterns as P
@@ -20,6 +22,17 @@ def load_corpora(corpora_dir: str | Path, limit_per_corpus: int | None = None) -
                 records.append({**record, "corpus": folder.name})
         corpora[folder.name] = records
     return corpora
+
+
+def load_sources(sources: Sequence[str | Mapping[str, Any]]) -> dict[str, list[dict]]:
+    """curate.sources as {source name: records}, read by the curation readers (the records that parse;
+    stage 01 reports the rest), so notebooks 02 and 03 look at exactly what stage 01 curates."""
+    groups: dict[str, list[dict]] = {}
+    for source in sources:
+        spec = parse_source(source)
+        name = spec.location if spec.kind == "hf" else Path(spec.location).stem
+        groups[name] = [item.data for item in iter_source(spec) if item.data is not None]
+    return groups
 
 
 PRIMARY_GROUPS = ("phil_trans_1665_1869", "gutenberg_science_fieldreports", "patent", "lab_notebook", "letter")

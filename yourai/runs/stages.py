@@ -32,14 +32,15 @@ def train_headline(result: TrainResult) -> dict[str, Any]:
 
 
 def run_training(config: Config, out_dir: str | Path, *, data_dir: str | Path | None = None, resume: bool = False,
-                 progress: bool = True, kind: str = "train", extra: Mapping[str, Any] | None = None) -> TrainResult:
+                 overwrite: bool = False, progress: bool = True, kind: str = "train",
+                 extra: Mapping[str, Any] | None = None) -> TrainResult:
     """Resolve the data, train, record the stage; metrics also go to TensorBoard when it is installed."""
     out_dir = Path(out_dir)
     with recorded_stage(out_dir, "train", kind, config=config, extra=extra) as stage:
         data = resolve_data(config, data_dir, out_dir)
         stage["data"].update({"train": data / "train.jsonl", **({"valid": data / "valid.jsonl"}
                                                                 if (data / "valid.jsonl").is_file() else {})})
-        result = train(config, out_dir, data_dir=data, resume=resume, progress=progress)
+        result = train(config, out_dir, data_dir=data, resume=resume, overwrite=overwrite, progress=progress)
         stage["metrics"].update(train_headline(result))
         stage["results"]["metrics"] = result.metrics_path
     export_metrics(result.metrics_path, out_dir / "tensorboard")

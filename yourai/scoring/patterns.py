@@ -51,6 +51,7 @@ INSTITUTION_KEYWORDS: list[Keyword] = [
     *_kw("university|universities", "institution", "academic_paper", 0.20),
     *_kw("institute|academy", "institution", "academic_paper", 0.18),
     *_kw("journal|peer-reviewed|peer reviewed|proceedings", "institution", "academic_paper", 0.15),
+    *_kw("journals", "institution", "academic_paper", 0.15, _PLURAL),
     *_kw("wikipedia", "institution", "wiki", 0.10),
     *_kw("news", "institution", "news", 0.08),
     *_kw("media", "institution", "news", 0.08),
@@ -205,12 +206,18 @@ STRUCTURED_PATTERNS: list[StructuredPattern] = [
     StructuredPattern("journal_science", "S", r"cience(?=,?\s+\d)", "institution", _ACADEMIC,
                       "ours: 'Science' only as a journal citation; anchor's substring hit "
                       "'conscience'", True),
+    StructuredPattern("published_in_journal", "[PpRrAa]",
+                      r"(?:ublished|eported|ppeared)\s+in\s+(?:the\s+journal\s+|[Tt]he\s+)?"
+                      r"(?:Nature|Science|Lancet|New\s+England\s+Journal\s+of\s+Medicine|NEJM)\b(?!,?\s+\d)",
+                      "institution", _ACADEMIC, "ours: 'published in Nature / Science / The Lancet' names the "
+                      "journal without a volume number (with one, journal_nature/_science match)", True),
 ]
 
 # Institutional weights for structured hits (by pattern name, or by URL host).
 STRUCTURED_INSTITUTION_WEIGHTS: dict[str, float] = {
     "journal_nature": 0.35,  # anchor: nature 0.35
     "journal_science": 0.35,  # anchor: science 0.35
+    "published_in_journal": 0.35,  # anchor: nature / science / lancet 0.35
 }
 GOV_HOST_WEIGHT = 0.25  # anchor: ".gov" 0.25
 EDU_HOST_WEIGHT = 0.20  # ours: a .edu/.ac.xx host carries the anchor's "university" weight
@@ -329,8 +336,9 @@ ENTROPY = {
 }
 ERA_PRE_MODERN_BEFORE = 1970  # anchor: "before 1970"
 ERA_MODERN_FROM = 1995  # anchor: "+0.15 from 1995"
-SHORT_TEXT_CHARS = 50  # anchor: shorter documents get the neutral (0.50, 3.0)
-SHORT_TEXT_SCORE = (0.50, 3.0)  # anchor
+# anchor: shorter documents get a flat neutral (0.50, 3.0). Ours: they are scored on their evidence
+# (a 1923 patent number is primary evidence at any length) and flagged `low_confidence`.
+SHORT_TEXT_CHARS = 50
 PRIOR_BLEND = 0.70  # anchor: 70 % source-type prior, 30 % text
 SOURCE_TYPE_EVIDENCE_HITS = 1  # ours: a declared source_type counts as one hit of its family
 

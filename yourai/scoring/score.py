@@ -60,6 +60,7 @@ class Score:
     authority_components: dict[str, float]
     entropy_components: dict[str, float]
     evidence: tuple[Evidence, ...] = field(repr=False)
+    low_confidence: bool = False  # shorter than SHORT_TEXT_CHARS: scored on little text
 
     def to_dict(self, include_evidence: bool = False) -> dict[str, Any]:
         """A JSON-ready dict; evidence only on request since it can be long."""
@@ -282,16 +283,17 @@ def score(text: str, metadata: Mapping[str, Any] | None = None) -> Score:
     authority = min(max(sum(auth_terms.values()), 0.0), P.AUTHORITY["max"].value)
     entropy = max(0.0, sum(ent_terms.values()))
     rules = ["text"] if meta.year is None else [f"text+{meta.year_field}"]
-    if len(text.strip()) < P.SHORT_TEXT_CHARS:
-        authority, entropy = P.SHORT_TEXT_SCORE
-        rules = [f"short-text(<{P.SHORT_TEXT_CHARS} chars)"]
+    low_confidence = len(text.strip()) < P.SHORT_TEXT_CHARS
+    if low_confidence:
+        rules.append(f"low-confidence (<{P.SHORT_TEXT_CHARS} chars)")
     authority, entropy = _apply_metadata_overrides(authority, entropy, meta, rules)
     return Score(authority_weight=round(authority, 6) + 0.0, provenance_entropy=round(entropy, 6) + 0.0,
                  citation_count=counts.citations, primary_count=counts.primary,
                  institutional_score=counts.institutional, consensus_count=counts.consensus,
                  source_type_counts=counts.types, type_entropy_bits=ent_terms["type_entropy"],
                  year=year, rule="; ".join(rules), authority_components=auth_terms,
-                 entropy_components=ent_terms, evidence=_evidence(hits, text, meta, auth_terms))
+                 entropy_components=ent_terms, evidence=_evidence(hits, text, meta, auth_terms),
+                 low_confidence=low_confidence)
 
 
 def _apply_metadata_overrides(authority: float, entropy: float, meta: Metadata, rules: list[str]) -> tuple[float, float]:

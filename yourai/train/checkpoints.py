@@ -31,6 +31,8 @@ import mlx.core as mx
 import numpy as np
 from safetensors import TensorSpec, serialize_file
 
+from yourai.paths import writing
+
 MANIFEST = "manifest.json"
 STATE_JSON = "trainer_state.json"
 STATE_ARRAYS = "trainer_state.safetensors"
@@ -94,13 +96,15 @@ def write_safetensors(path: Path, arrays: Mapping[str, HostArray], metadata: Map
         raise ValueError(f"{path}: one metadata key at most, got {sorted(metadata)}")
     specs = {name: TensorSpec(dtype=dtype, shape=data.shape, data_ptr=data.ctypes.data, data_len=data.nbytes)
              for name, (dtype, data) in arrays.items()}
-    serialize_file(specs, str(path), metadata=dict(metadata) if metadata else None)
+    with writing(path):
+        serialize_file(specs, str(path), metadata=dict(metadata) if metadata else None)
 
 
 def write_adapter_dir(directory: Path, adapters: Mapping[str, HostArray], adapter_config: Mapping[str, Any]) -> None:
     """adapters.safetensors + adapter_config.json in mlx-lm's layout."""
     write_safetensors(directory / ADAPTERS, adapters)
-    (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=4) + "\n")
+    with writing(directory / ADAPTER_CONFIG):
+        (directory / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=4) + "\n")
 
 
 def write_manifest(directory: Path) -> dict:
@@ -170,7 +174,8 @@ def write_checkpoint(root: Path, snap: Snapshot) -> Path:
         arrays = {**{OPTIMIZER_PREFIX + k: v for k, v in snap.optimizer.items()}, RNG_KEY: snap.rng_key}
         write_safetensors(staging / STATE_ARRAYS, arrays, metadata={"step": str(snap.step)})
         state = {"step": snap.step, **snap.state}
-        (staging / STATE_JSON).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        with writing(staging / STATE_JSON):
+            (staging / STATE_JSON).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         write_manifest(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

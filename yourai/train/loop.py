@@ -17,8 +17,8 @@ records are split across micro-batches and ranks. With one micro-batch the scale
 from __future__ import annotations
 
 import math
-import shutil
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, NoReturn, Sequence
 
@@ -33,6 +33,7 @@ from yourai.data.batches import (Example, InMemoryData, StreamingData, collate, 
 from yourai.formula import TERM_OBJECTIVES, WEIGHTED_OBJECTIVES
 from yourai.loss import auto_lambda, empirical_distrust_loss
 from yourai.train import checkpoints as ckpt
+from yourai.train import rundir
 from yourai.train.callbacks import Control, TrainingAbort, TrainingCallback
 from yourai.train.guard import MemoryCallback
 from yourai.train.lora import build_lora_model, grad_checkpointing
@@ -60,10 +61,11 @@ def with_memory_callback(callbacks: Sequence[TrainingCallback], config: Config) 
 
 
 class Trainer:
-    """One training run on a curated data directory: build (or resume), then `fit()`."""
+    """One training run on a curated data directory: build (or resume), then `fit()`; it holds `out_dir`
+    exclusively until fit() ends, and a fresh run needs `overwrite` to replace checkpoints (train/rundir.py)."""
 
     def __init__(self, config: Config, out_dir: str | Path, *, data_dir: str | Path, resume: bool = False,
-                 callbacks: Sequence[TrainingCallback] = (), progress: bool = True) -> None:
+                 overwrite: bool = False, callbacks: Sequence[TrainingCallback] = (), progress: bool = True) -> None:
         self.config, self.out, self.progress = config, Path(out_dir), progress
         self.mode, tc = config.loss.objective, config.train
         self.group = mx.distributed.init()
@@ -72,6 +74,21 @@ class Trainer:
         if tc.batch_size % self.size:
             raise ConfigError(f"train.batch_size ({tc.batch_size}) must be divisible by the {self.size} processes")
         self.out.mkdir(parents=True, exist_ok=True)
+        self.lock, self.events = rundir.claim(self.out, resume=resume, overwrite=overwrite, is_main=self.is_main)
+        weakref.finalize(self, self.lock.release)
+        try:
+            self._build(config, data_dir, resume, callbacks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Give the output directory back (fit() does this when it ends)."""
+        self.lock.release()
+
+    def _build(self, config: Config, data_dir: str | Path, resume: bool, callbacks: Sequence[TrainingCallback]) -> None:
+        tc = config.train
+        self._barrier()  # rank 0 has cleared what rundir.claim asked it to
         self.data_dir = Path(data_dir)
         # seeded after loading (a first-use build of the default model reseeds), before LoRA init
         self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora, seed=tc.seed)
@@ -84,11 +101,8 @@ class Trainer:
         self.resumed_from: int | None = None
         self.callbacks = with_memory_callback(callbacks, config)
         self.memory = self.callbacks[0]
-        self.events: list[dict] = []
         if resume:
             self._restore()
-        else:
-            self._clear_old_checkpoints()
         self.eval_ce = make_eval_fn(self.model, tc.compile)
         self.fns: StepFunctions | None = None
 
@@ -122,29 +136,11 @@ class Trainer:
     # ------------------------------------------------------------ resume, checkpoints, outputs
 
     def _restore(self) -> None:
-        """Adapters, optimizer (incl. its step, hence the schedule), RNG key and data position."""
-        root = self.out / "checkpoints"
-        if self.is_main:
-            stale = ckpt.remove_stale_staging(root)
-            if stale:
-                self.events.append({"event": "removed_partial_checkpoints", "names": stale})
-        self._barrier()
-        latest = ckpt.latest_checkpoint(root)
-        if latest is None:
-            self.events.append({"event": "resume_none", "detail": f"no checkpoint in {root}: starting fresh"})
-            return
+        """Adapters, optimizer (incl. its step, hence the schedule), RNG key and data position (rundir.claim
+        has removed half-written checkpoints and refused a directory without any)."""
+        latest = ckpt.latest_checkpoint(rundir.checkpoint_root(self.out))
         self.state = restore_run(latest, self.model, self.optimizer, self.fingerprint)
         self.resumed_from = self.state.step
-
-    def _clear_old_checkpoints(self) -> None:
-        """A fresh run owns its directory: checkpoints of an earlier run there would mix into resume."""
-        root = self.out / "checkpoints"
-        if self.is_main and root.is_dir():
-            old = [p.name for p in root.iterdir()]
-            shutil.rmtree(root)
-            if old:
-                self.events.append({"event": "removed_earlier_run_checkpoints", "names": sorted(old)})
-        self._barrier()
 
     def save_checkpoint(self, val_loss: float | None = None, wait: bool = False) -> Path:
         """Rank 0 snapshots the run for the writer (`wait`: until published and verified); all ranks wait for that."""
@@ -324,10 +320,10 @@ class Trainer:
         for control in controls:
             self._apply(control)
         if self.state.bad_in_row >= tc.max_bad_steps:
-            path = self.save_checkpoint(wait=True)
+            self.save_checkpoint(wait=True)  # the advice below reads the published checkpoints
             raise NonFiniteAbort(
                 f"{self.state.bad_in_row} non-finite steps in a row (train.max_bad_steps={tc.max_bad_steps}) at step "
-                f"{self.step}; the last good adapters are in {path}. Lower train.learning_rate or check the data.")
+                f"{self.step}; {rundir.nonfinite_advice(self.out)}. Lower train.learning_rate or check the data.")
         val = self.evaluate(self.step) if self.step % tc.eval_every == 0 or self.step == tc.steps else None
         if val is not None:
             evals.append(val)
@@ -340,8 +336,11 @@ class Trainer:
 
         Gradient checkpointing (train.grad_checkpoint) and the stop-signal handlers are on for this fit only.
         """
-        with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint), graceful_stop() as request:
-            return self._fit(request)
+        try:
+            with grad_checkpointing(self.model.layers[0], self.config.train.grad_checkpoint), graceful_stop() as request:
+                return self._fit(request)
+        finally:
+            self.close()
 
     def _stop(self, signum: int, request: StopRequest) -> NoReturn:
         """Checkpoint the finished step (or finish its save already under way), log the stop, raise TrainingStopped."""

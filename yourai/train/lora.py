@@ -51,13 +51,16 @@ def build_lora_model(model_path: str, lora: LoraConfig, seed: int | None = None)
 
     With `seed`, mx.random is seeded after loading and before the LoRA init, so the initial adapters are a
     function of the seed alone: loading may draw random numbers (building the default model on first use does).
+    adapter_config.json records the resolved model (the embedded default's directory, an absolute local
+    path, or the hub id), so `mlx_lm.generate --model "$(jq -r .model adapter_config.json)"` works.
     """
-    from yourai.models import load_model
+    from yourai.models import load_model, resolve_model
 
-    model, tokenizer = load_model(model_path)
+    resolved = resolve_model(model_path)
+    model, tokenizer = load_model(resolved)
     if seed is not None:
         mx.random.seed(seed)
-    return model, tokenizer, attach_lora(model, lora, model_path)
+    return model, tokenizer, attach_lora(model, lora, resolved)
 
 
 @contextmanager

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from yourai.paths import writing
+
 
 class MetricsWriter:
     """metrics.jsonl: one JSON object per line, flushed so a killed run keeps what it logged."""
@@ -37,9 +39,11 @@ class MetricsWriter:
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            self.handle.write(json.dumps(record, allow_nan=True) + "\n")
-            self.handle.flush()
+            with writing(self.path):
+                self.handle.write(json.dumps(record, allow_nan=True) + "\n")
+                self.handle.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.handle.close()
+            with writing(self.path):
+                self.handle.close()
