@@ -10,6 +10,7 @@ import nbformat
 import pytest
 
 from yourai.cli.run import cli_main
+from yourai.config import load_config
 from yourai.notebook.summaries import write_summary
 from yourai.pipeline import discover_stages, headline, run_pipeline, select_stages, stage_parameters
 
