@@ -58,11 +58,18 @@ def test_in_a_kernel_one_display_is_updated_in_place_and_throttled(tmp_path, mon
     assert (tmp_path / "loss.png").is_file()
 
 
+def _open_figures() -> set[int]:
+    """pyplot's open figure numbers (none when pyplot was never imported)."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    return set(pyplot.get_fignums()) if pyplot else set()
+
+
 def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
     """A kernel's inline backend must survive a live plot, or later figures show only text."""
     import matplotlib
 
     original = matplotlib.get_backend()
+    figures_before = _open_figures()  # other tests may leave figures open; this one must add none
     matplotlib.use("svg")  # any backend other than Agg: rendering must not switch away from it
     try:
         before = matplotlib.get_backend()
@@ -75,4 +82,4 @@ def test_rendering_leaves_the_matplotlib_backend_alone(tmp_path):
         matplotlib.use(original)
     assert (tmp_path / "loss.png").read_bytes().startswith(PNG_MAGIC)
     assert after == before
-    assert "matplotlib.pyplot" not in sys.modules or not sys.modules["matplotlib.pyplot"].get_fignums()
+    assert _open_figures() == figures_before
