@@ -6,6 +6,8 @@ Module-specific behaviour is tested beside its module; this file is the user's v
 
 from __future__ import annotations
 
+import re
+
 import json
 from pathlib import Path
 
@@ -293,7 +295,7 @@ def test_disk_full_names_the_file(curated, tmp_path):
     done = subprocess.run([sys.executable, "-c", script, "train", "--out", str(out), "--data", str(curated),
                            "--steps", "2", *SMALL], capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 1, done.stderr
-    assert "adapters.safetensors: [write] Unable to write" in done.stderr and "(is the disk full?)" in done.stderr
+    assert re.search(r"adapters\.safetensors: .*\(is the disk full\?\)", done.stderr), done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from yourai.config import load_config
 from yourai.pipeline import run_pipeline
 from yourai.runs.record import read_record
 from yourai.runs.report import render_report
@@ -26,6 +25,8 @@ for figure_index in range(2):
     axis.plot([0, 1, 2], [figure_index, 1, 0])
     display(figure)
     plt.close(figure)
+from yourai.config import load_config
+seed = load_config(config_path, overrides).train.seed
 write_summary(pathlib.Path(run_dir) / STAGE, {"seed": seed}, {"seed": seed, "score": [0.5, 0.4, 0.6]})
 """
 IMAGES_JS = """() => Array.from(document.images).map(img => ({
@@ -33,7 +34,7 @@ IMAGES_JS = """() => Array.from(document.images).map(img => ({
 
 
 def _notebook(path: Path, stage: str, body: str) -> None:
-    params = nbformat.v4.new_code_cell("run_dir = 'x'\nseed = 1")
+    params = nbformat.v4.new_code_cell("run_dir = 'x'\nconfig_path = None\noverrides = {}")
     params.metadata["tags"] = ["parameters"]
     notebook = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(f"STAGE = '{stage}'\n{body}")])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -49,8 +50,8 @@ def run_dir(tmp_path_factory) -> Path:
     _notebook(notebooks / "01_plots.ipynb", "01", PLOTTING_STAGE)
     _notebook(notebooks / "04_more.ipynb", "04", PLOTTING_STAGE)
     _notebook(notebooks / "06_broken.ipynb", "06", "raise RuntimeError('broken on purpose')")
-    run_pipeline(load_config(overrides=["train.seed=5"]), "card", overrides={"train.seed": 5}, notebooks_dir=notebooks,
-                 runs_dir=root / "runs", report=lambda line: None)
+    run_pipeline("card", overrides={"train.seed": 5}, notebooks_dir=notebooks, runs_dir=root / "runs",
+                 report=lambda line: None)
     return root / "runs" / "card"
 
 
@@ -58,7 +59,7 @@ def test_run_writes_a_record_and_a_self_contained_report(run_dir):
     record = read_record(run_dir)
     assert record["kind"] == "pipeline" and record["status"] == "failed"
     assert [record["stages"][s]["status"] for s in ("01", "04", "06")] == ["ok", "ok", "failed"]
-    assert record["metrics"] == {"01 seed": 0, "01 score": 0.5, "04 seed": 5, "04 score": 0.5}  # 01 gets curate.seed
+    assert record["metrics"] == {"01 seed": 5, "01 score": 0.5, "04 seed": 5, "04 score": 0.5}  # every stage reads the overrides
     assert record["overrides"] == {"train.seed": 5} and record["config"]["train"]["seed"] == 5
     page = (run_dir / "report.html").read_text()
     assert page == render_report(run_dir)

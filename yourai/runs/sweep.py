@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from yourai.config import Config, ConfigError, load_config, read_yaml, to_dict, with_overrides
 from yourai.eval.truthfulqa import EvalOptions
-from yourai.notebook.experiments import resolve_data
+from yourai.notebook.experiments import can_resume, resolve_data
 from yourai.paths import PROJECT_ROOT
 from yourai.runs.record import config_hash, read_record
 from yourai.runs.stages import run_evaluation, run_training
@@ -170,8 +170,9 @@ def run_cell(cell: Cell, spec: SweepSpec, sweep_dir: Path, data_dir: Path, progr
     done = (read_record(cell_dir).get("stages") or {}) if (cell_dir / "run.json").is_file() else {}
     adapters = cell_dir / "adapters"
     if done.get("train", {}).get("status") != "ok" or not (adapters / "adapters.safetensors").is_file():
-        adapters = run_training(cell.config, cell_dir, data_dir=data_dir, resume=True, progress=progress,
-                                kind="sweep-cell", extra=extra).adapters_dir
+        resuming = can_resume(cell_dir)  # a killed cell continues from its checkpoint; anything else starts over
+        adapters = run_training(cell.config, cell_dir, data_dir=data_dir, resume=resuming, overwrite=not resuming,
+                                progress=progress, kind="sweep-cell", extra=extra).adapters_dir
     evals = ([("eval", None)] if "eval" in spec.stages else []) + [(f"eval:{task}", task) for task in spec.tasks]
     for stage, task in evals:
         if done.get(stage, {}).get("status") == "ok":

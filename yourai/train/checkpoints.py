@@ -19,6 +19,7 @@ write itself touches no MLX state and can run on another thread (`saver.py`) whi
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any, Mapping
 
 import mlx.core as mx
 import numpy as np
-from safetensors import TensorSpec, serialize_file
+from safetensors import SafetensorError, TensorSpec, serialize_file
 
 from yourai.paths import writing
 
@@ -96,8 +97,11 @@ def write_safetensors(path: Path, arrays: Mapping[str, HostArray], metadata: Map
         raise ValueError(f"{path}: one metadata key at most, got {sorted(metadata)}")
     specs = {name: TensorSpec(dtype=dtype, shape=data.shape, data_ptr=data.ctypes.data, data_len=data.nbytes)
              for name, (dtype, data) in arrays.items()}
-    with writing(path):
-        serialize_file(specs, str(path), metadata=dict(metadata) if metadata else None)
+    try:
+        with writing(path):
+            serialize_file(specs, str(path), metadata=dict(metadata) if metadata else None)
+    except SafetensorError as err:  # the Rust writer reports a failed write (a full disk) as its own error type
+        raise OSError(errno.EIO, f"{err} (is the disk full?)", str(path)) from err
 
 
 def write_adapter_dir(directory: Path, adapters: Mapping[str, HostArray], adapter_config: Mapping[str, Any]) -> None:
