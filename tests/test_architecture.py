@@ -40,6 +40,7 @@ RULE_HOMES = {
     "iter_jsonl": "records.py", "iter_csv": "records.py", "record_text": "records.py",
     "lora_parameters": "train/lora.py", "attach_lora": "train/lora.py", "build_lora_model": "train/lora.py",
     "TrainingCallback": "train/callbacks.py", "tier_of": "tiers.py",
+    "DEQUANTIZE_MODES": "config.py", "PACKAGED_MODELS": "models/registry.py", "resolve_model": "models/load.py",
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 

@@ -54,11 +54,17 @@ def _items(*values: Any) -> Any:
     return field(default_factory=lambda: list(values))
 
 
+# model.dequantize: auto = float weights on the CPU backend (its quantized matmul is slow), the quantized base
+# kept on Metal/CUDA; always / never regardless of the backend (yourai/models/dequantize.py).
+DEQUANTIZE_MODES = ("auto", "never", "always")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = "default"  # "default" = the embedded tiny model; else a hub id or local path
+    path: str = "default"  # "default" = the embedded tiny model; a packaged name (smollm2-135m-instruct); a hub id or path
     adapter_path: str | None = None
     trust_remote_code: bool = False
+    dequantize: str = _choice("auto", *DEQUANTIZE_MODES)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from yourai.config import DEQUANTIZE_MODES
 from yourai.eval.results import evaluate, format_summary, write_results
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 
@@ -12,7 +13,10 @@ from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
                                      "scores them, base and base + adapter, offline.")
-    parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model")
+    parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model; "
+                        "a packaged name such as smollm2-135m-instruct")
+    parser.add_argument("--dequantize", choices=DEQUANTIZE_MODES, default="auto",
+                        help="model.dequantize: auto = float weights on CPU, quantized on Metal/CUDA")
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout); adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
                         "'auto' (../shared v0 when present, else the practice set)")
@@ -39,7 +43,7 @@ def cli_main(argv: list[str]) -> int:
                               add_bos=args.add_bos, chat_template=args.chat_template,
                               max_batch_tokens=args.batch_tokens, max_gen_tokens=args.max_gen_tokens,
                               progress=not args.no_progress, seed=args.seed)
-        results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options)
+        results = evaluate(args.model, args.adapter, args.data, args.limit, categories, options, args.dequantize)
     except ValueError as error:
         print(f"yourai eval: {error}", file=sys.stderr)
         return 2

@@ -207,8 +207,11 @@ def category_frame(results: dict[str, Any], metric: str = "mc2") -> Any:
 
 def evaluate(model: str = "default", adapter: str | None = None, data: str | Path = "auto",
              limit: int | None = None, categories: Sequence[str] | None = None,
-             options: EvalOptions = EvalOptions()) -> dict[str, Any]:
-    """Score the base model and, when `adapter` is given, base + adapter on the same questions."""
+             options: EvalOptions = EvalOptions(), dequantize: str = "auto") -> dict[str, Any]:
+    """Score the base model and, when `adapter` is given, base + adapter on the same questions.
+
+    `dequantize` is model.dequantize; base and adapter are scored on the same (de)quantized base.
+    """
     from yourai.models import load_model
 
     if adapter is not None and not Path(adapter).is_dir():
@@ -217,7 +220,8 @@ def evaluate(model: str = "default", adapter: str | None = None, data: str | Pat
     runs = {"base": None, **({"adapter": str(adapter)} if adapter is not None else {})}
     per_model = {}
     for name, adapter_path in runs.items():
-        lm, tokenizer = load_model(model, adapter_path=adapter_path)
+        lm, tokenizer = load_model(model, adapter_path=adapter_path, dequantize=dequantize)
         per_model[name] = evaluate_model(lm, tokenizer, items, options, name=name)
         del lm  # one model in memory at a time
-    return build_results(items, per_model, run_settings(model, adapter, data, limit, categories, options), options)
+    settings = {**run_settings(model, adapter, data, limit, categories, options), "dequantize": dequantize}
+    return build_results(items, per_model, settings, options)

@@ -1,5 +1,6 @@
-"""Base models in, mlx-lm directories out: loading by name or path, the embedded default, converters."""
+"""Base models in, mlx-lm directories out: loading by name or path, the embedded default, converters (llama2.c, GGUF)."""
 
-from yourai.models.load import ensure_default_model, load_model, save_mlx_model, weights_sha256
+from yourai.models.gguf import import_gguf
+from yourai.models.load import ensure_default_model, load_model, resolve_model, save_mlx_model, weights_sha256
 
-__all__ = ["ensure_default_model", "load_model", "save_mlx_model", "weights_sha256"]
+__all__ = ["ensure_default_model", "import_gguf", "load_model", "resolve_model", "save_mlx_model", "weights_sha256"]

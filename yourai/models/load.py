@@ -1,4 +1,5 @@
-"""Models through mlx-lm: load by hub id or local path, the embedded default built on first use, weights saved and hashed.
+"""Models through mlx-lm: load by name, hub id or local path (the embedded default and packaged models are built or
+imported on first use), dequantized where the backend wants float weights; weights saved and hashed.
 
 Everything written by yourai.models is a directory that `mlx_lm.load()` reads unchanged (config.json,
 model.safetensors, tokenizer.json + tokenizer_config.json), so users can leave our code at any point
@@ -16,16 +17,37 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from yourai.hardware import mlx_backend
+from yourai.models.dequantize import dequantize_model, is_quantized, should_dequantize
+from yourai.models.registry import PACKAGED_MODELS, ensure_packaged_model
 from yourai.paths import default_model_dir, sample_corpus_path
 
 
-def load_model(path_or_id: str = "default", adapter_path: str | None = None):
-    """(model, tokenizer) via mlx_lm.load; "default" builds the embedded model on first use."""
-    from mlx_lm import load
-
+def resolve_model(path_or_id: str | None = "default") -> str:
+    """What mlx_lm.load should open: "default" and packaged names become their cached directories."""
     if path_or_id in ("default", "", None):
-        path_or_id = str(ensure_default_model())
-    return load(str(path_or_id), adapter_path=str(adapter_path) if adapter_path else None)
+        return str(ensure_default_model())
+    if path_or_id in PACKAGED_MODELS:
+        return str(ensure_packaged_model(path_or_id))
+    return str(path_or_id)
+
+
+def load_model(path_or_id: str = "default", adapter_path: str | None = None, dequantize: str = "auto"):
+    """(model, tokenizer): the one loader training, evaluation, notebooks and commands share.
+
+    `dequantize` is model.dequantize (auto | never | always, see yourai/models/dequantize.py); it is
+    applied before the adapters, which wrap float and quantized layers alike.
+    """
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import load_adapters
+
+    model, tokenizer = load(resolve_model(path_or_id))
+    if should_dequantize(dequantize, mlx_backend()) and is_quantized(model):
+        dequantize_model(model)
+    if adapter_path:
+        load_adapters(model, str(adapter_path))
+        model.eval()
+    return model, tokenizer
 
 
 def ensure_default_model(out_dir: Path | None = None) -> Path:

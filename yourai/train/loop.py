@@ -35,7 +35,7 @@ from yourai.loss import auto_lambda, empirical_distrust_loss
 from yourai.train import checkpoints as ckpt
 from yourai.train.callbacks import Control, TrainingAbort, TrainingCallback
 from yourai.train.guard import MemoryCallback
-from yourai.train.lora import build_lora_model, grad_checkpointing
+from yourai.train.lora import build_lora_model, grad_checkpointing, model_event
 from yourai.train.metrics import MetricsWriter
 from yourai.train.state import RunState, restore_run, save_run
 from yourai.train.steps import PART_NAMES, StepFunctions, finish_parts, part_contributions, warmup_cosine
@@ -66,6 +66,7 @@ def run_fingerprint(config: Config, train_path: Path, world_size: int) -> dict:
     train = {k: v for k, v in to_dict(config.train).items() if k not in RUN_ONLY_KEYS}
     return {
         "model": config.model.path,
+        "dequantize": config.model.dequantize,
         "train_data_sha256": ckpt.sha256_file(train_path),
         "loss": to_dict(config.loss),
         "train": train,
@@ -98,7 +99,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.data_dir = Path(data_dir)
         mx.random.seed(tc.seed)  # before LoRA init: the initial adapters are a function of the seed
-        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora)
+        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora, config.model.dequantize)
         self._open_data()
         self.optimizer = optim.AdamW(learning_rate=warmup_cosine(tc.learning_rate, tc.warmup_steps, tc.steps, tc.min_lr_ratio),
                                      weight_decay=tc.weight_decay)
@@ -108,7 +109,7 @@ class Trainer:
         self.resumed_from: int | None = None
         self.callbacks = with_memory_callback(callbacks, config)
         self.memory = self.callbacks[0]
-        self.events: list[dict] = []
+        self.events: list[dict] = [model_event(config, self.model, self.adapter_config)]
         if resume:
             self._restore()
         else:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from yourai.config import ConfigError, LoraConfig
+from yourai.config import Config, ConfigError, LoraConfig
 
 
 def lora_parameters(lora: LoraConfig) -> dict:
@@ -45,12 +45,24 @@ def attach_lora(model: nn.Module, lora: LoraConfig, model_name: str) -> dict:
     }
 
 
-def build_lora_model(model_path: str, lora: LoraConfig) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached."""
-    from yourai.models import load_model
+def build_lora_model(model_path: str, lora: LoraConfig, dequantize: str = "auto") -> tuple[nn.Module, Any, dict]:
+    """(model, tokenizer, adapter_config): the base loaded by name or path (model.dequantize applied), LoRA attached.
 
-    model, tokenizer = load_model(model_path)
-    return model, tokenizer, attach_lora(model, lora, model_path)
+    On a quantized base mlx-lm's LoRA layers wrap QuantizedLinear (QLoRA); on a dequantized one, Linear. The
+    adapters have the same paths and shapes either way, so they load onto the quantized base unchanged.
+    """
+    from yourai.models import load_model, resolve_model
+
+    model, tokenizer = load_model(model_path, dequantize=dequantize)
+    return model, tokenizer, attach_lora(model, lora, resolve_model(model_path))
+
+
+def model_event(config: Config, model: nn.Module, adapter_config: dict) -> dict:
+    """metrics.jsonl's record of the base a run trained on: what was asked, what was loaded, quantized or not."""
+    from yourai.models.dequantize import is_quantized
+
+    return {"event": "model", "path": config.model.path, "loaded_from": adapter_config["model"],
+            "dequantize": config.model.dequantize, "quantized": is_quantized(model)}
 
 
 @contextmanager
