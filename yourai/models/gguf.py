@@ -227,8 +227,9 @@ def save_model_dir(imported: ImportedGGUF, out_dir: str | Path, source: Path | N
     (out / "config.json").write_text(json.dumps(imported.config, indent=2) + "\n")
     imported.tokenizer.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps(imported.tokenizer_config, indent=2, ensure_ascii=False) + "\n")
-    record = {"source": str(source.resolve()) if source else None,
-              "source_bytes": source.stat().st_size if source else None, "notes": imported.notes}
+    stat = source.stat() if source else None
+    record = {"source": str(source.resolve()) if source else None, "source_bytes": stat.st_size if stat else None,
+              "source_mtime_ns": stat.st_mtime_ns if stat else None, "notes": imported.notes}
     (out / IMPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return out
 

@@ -61,12 +61,13 @@ def cached_dir(model: PackagedModel) -> Path:
 
 
 def _is_current(out: Path, source: Path) -> bool:
-    """Was `out` imported from this very file (same path and size)?"""
+    """Was `out` imported from this very file (same path, size and modification time)?"""
     record_path = out / IMPORT_RECORD
     if not (out / "config.json").is_file() or not record_path.is_file():
         return False
-    record = json.loads(record_path.read_text())
-    return record.get("source") == str(source.resolve()) and record.get("source_bytes") == source.stat().st_size
+    record, stat = json.loads(record_path.read_text()), source.stat()
+    return (record.get("source"), record.get("source_bytes"), record.get("source_mtime_ns")) == \
+        (str(source.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _require_file(model: PackagedModel) -> Path:
