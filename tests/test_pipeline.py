@@ -103,3 +103,19 @@ def test_summary_headline_is_the_block_the_stage_wrote(tmp_path):
 
 def test_summary_without_a_headline_falls_back_to_its_first_numbers():
     assert headline({"a": 1, "b": {"c": 2.5}, "d": "text"}) == [("a", 1), ("b.c", 2.5)]
+
+
+def test_smollm2_config_reaches_every_stage(shared_dir):
+    """configs/smollm2.yaml: the packaged model everywhere, the shared corpora (with their source types) for 01,
+    the full TruthfulQA for 06, and a sample text for 03 although the config lists no plain sources."""
+    from yourai.paths import configs_dir, sample_corpus_path
+
+    config = load_config(configs_dir() / "smollm2.yaml")
+    params = {stage: stage_parameters(stage, config, Path("runs/real"), configs_dir() / "smollm2.yaml", {})
+              for stage in ("01", "03", "04", "05", "06")}
+    assert {params[s]["model"] for s in ("03", "04", "05", "06")} == {"smollm2-135m-instruct"}
+    assert config.model.dequantize == "auto" and params["06"]["limit"] is None
+    sources = params["01"]["sources"]
+    assert [Path(s["path"]).parent.name for s in sources] == list(config.curate.shared_corpora)
+    assert {s["defaults"]["source_type"] for s in sources} == {"letter", "historical_book", "medical_guidelines"}
+    assert params["03"]["sample_path"] == str(sample_corpus_path())

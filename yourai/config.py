@@ -83,6 +83,7 @@ class SplitConfig:
 @dataclass(frozen=True)
 class CurateConfig:
     sources: list = _items("data/sample/corpus.jsonl")
+    shared_corpora: list = _items()  # folders of ../shared/data/corpora to add, e.g. [phil_trans_1665_1869]
     on_error: str = _choice("skip", "skip", "fail")
     min_words: int = _bounded(5, 0, None)
     max_words: int = _bounded(400, 16, None)  # longer texts are chunked, never truncated

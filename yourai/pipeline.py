@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 from yourai.config import Config
 from yourai.notebook.summaries import read_headline
-from yourai.paths import PROJECT_ROOT
+from yourai.data.curate import shared_corpus_sources
+from yourai.paths import PROJECT_ROOT, sample_corpus_path
 
 STAGE_TITLES = {
     "01": "data curation",
@@ -77,14 +78,16 @@ def stage_parameters(stage: str, config: Config, run_dir: Path, config_path: Pat
         "seed": cfg.train.seed,
     }
     sources = [str(_resolve(p)) for p in cfg.curate.sources]
+    shared = shared_corpus_sources(names=cfg.curate.shared_corpora) if cfg.curate.shared_corpora else []
     per_stage = {
-        "01": {"sources": sources, "seed": cfg.curate.seed, "on_error": cfg.curate.on_error,
+        "01": {"sources": sources + shared, "seed": cfg.curate.seed, "on_error": cfg.curate.on_error,
                "tier_primary": cfg.curate.tiers.primary, "tier_middle": cfg.curate.tiers.middle,
                "tier_consensus": cfg.curate.tiers.consensus,
                "split_valid": cfg.curate.split.valid, "split_test": cfg.curate.split.test},
         "02": {"corpus_paths": sources, "workers": cfg.scoring.workers or 1},
         "03": {"alpha": cfg.loss.alpha, "lambda_weight": cfg.loss.lambda_weight, "scheme": cfg.loss.scheme,
-               "cap": cfg.loss.weight_cap, "model": cfg.model.path, "sample_path": sources[0],
+               "cap": cfg.loss.weight_cap, "model": cfg.model.path,
+               "sample_path": sources[0] if sources else str(sample_corpus_path()),
                "lora_rank": cfg.train.lora.rank},
         "04": {"model": cfg.model.path, "data_dir": str(run_dir / "01"), "objective": cfg.loss.objective,
                "scheme": cfg.loss.scheme, "steps": cfg.train.steps},

@@ -337,14 +337,18 @@ SHARED_CORPUS_SOURCE_TYPES = {
 }
 
 
-def shared_corpus_sources(corpora_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Source specs for the ../shared corpora, with the contract fields they lack filled in."""
+def shared_corpus_sources(corpora_dir: str | Path | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Source specs for the ../shared corpora (all, or the folders `names`), with the contract fields they lack filled in."""
     root = Path(corpora_dir) if corpora_dir is not None else shared_dir() / "data" / "corpora"
+    if unknown := sorted(set(names or ()) - set(SHARED_CORPUS_SOURCE_TYPES)):
+        raise SourceError(f"curate.shared_corpora: unknown {unknown}; known: {sorted(SHARED_CORPUS_SOURCE_TYPES)}")
     specs = []
     for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items():
-        for path in sorted((root / folder).glob("*.jsonl")):
-            specs.append({"path": str(path), "defaults": {"source_type": source_type},
-                          "fill_from": {"origin": "url_or_origin"}})
+        paths = sorted((root / folder).glob("*.jsonl")) if names is None or folder in names else []
+        if not paths and names is not None and folder in names:
+            raise SourceError(f"curate.shared_corpora: {folder}: no .jsonl under {root / folder}")
+        specs += [{"path": str(path), "defaults": {"source_type": source_type}, "fill_from": {"origin": "url_or_origin"}}
+                  for path in paths]
     return specs
 
 
@@ -362,9 +366,10 @@ def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Pat
     """Run the whole pipeline into `out_dir` and return report.json's content."""
     started = time.perf_counter()
     if config.chunk_overlap_words >= config.max_words:
-        raise ConfigError(f"curate.chunk_overlap_words ({config.chunk_overlap_words}) must be < "
-                          f"curate.max_words ({config.max_words})")
-    specs = [parse_source(s) for s in (config.sources if sources is None else list(sources))]
+        raise ConfigError(f"curate.chunk_overlap_words ({config.chunk_overlap_words}) must be < curate.max_words ({config.max_words})")
+    given = list(config.sources if sources is None else sources)
+    shared = shared_corpus_sources(names=config.shared_corpora) if config.shared_corpora else []
+    specs = list({spec.location: spec for spec in map(parse_source, given + shared)}.values())  # each file once
     if not specs:
         raise SourceError("no sources given (pass SOURCE... or set curate.sources)")
     out = Path(out_dir)
