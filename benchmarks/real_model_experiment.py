@@ -139,8 +139,10 @@ def report(results: dict, path: Path) -> None:
         print(f"  weighted − plain {m}: {c['delta']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] p={c['p_value']:.3f}")
     gap = tiers.get("gap_change_weighted_minus_plain")
     if gap:
+        half = gap["ci95_half_width"]
+        spread = f"± {half:.4f}" if half is not None and math.isfinite(half) else "one seed: no interval"
         print(f"held-out tier gap (primary − consensus), weighted − plain: {gap['mean']:+.4f} "
-              f"(± {gap['ci95_half_width']}, per seed {[round(d, 4) for d in gap['per_seed']]})")
+              f"({spread}; per seed {[round(d, 4) for d in gap['per_seed']]})")
     print(f"faithful adapters bit-identical to plain: {results['faithful_identity']['bit_identical']}")
     print(f"results: {path}")
 
