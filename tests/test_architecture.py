@@ -44,6 +44,7 @@ RULE_HOMES = {
     "STOP_SIGNALS": "stopping.py", "graceful_stop": "stopping.py", "exit_code": "stopping.py",
     "paired_bootstrap_ci": "stats.py", "expected_calibration_error": "stats.py", "brier_score": "stats.py",
     "RUN_RECORD": "runs/record.py", "config_hash": "runs/record.py", "TASK_METRICS": "eval/tasks.py",
+    "DEQUANTIZE_MODES": "config.py", "PACKAGED_MODELS": "models/registry.py", "resolve_model": "models/load.py",
 }
 MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
 

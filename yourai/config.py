@@ -1,66 +1,37 @@
-"""Typed, frozen configuration loaded from YAML and validated once at the boundary.
+"""The project's settings: every section a frozen dataclass, loaded from YAML and validated once at the boundary.
 
-Every section is a frozen dataclass. Field metadata carries the constraints
-(`bounds=(lo, hi)` inclusive, `choices=(...)`), so a bad value fails at load time
-with the file and the dotted key, never deep inside training.
+Field metadata carries the constraints (`bounds=(lo, hi)` inclusive, `choices=(...)`, list item types), so
+a bad value fails at load time with the file and the dotted key, never deep inside training. How a mapping
+is checked and built lives in yourai/schema.py; this module is the schema itself and how it is loaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping
 
-import yaml
 
 from yourai.formula import (ALPHA_RANGE, AUTHORITY_RANGE, DEFAULT_ALPHA, DEFAULT_LAMBDA, DEFAULT_WEIGHT_CAP,
                             OBJECTIVES, SCHEMES)
 from yourai.paths import configs_dir
+from yourai.schema import ConfigError, parse_overrides, read_yaml  # noqa: F401  (re-exported: users of settings)
+from yourai.schema import _bounded, _choice, _items, _records, _read_yaml, _set_dotted, build
 from yourai.tiers import CONSENSUS_MIN_AUTHORITY, PRIMARY_MAX_AUTHORITY
 
 
-class _Loader(yaml.SafeLoader):
-    """safe_load, plus YAML 1.2 floats: PyYAML reads `2e-4` (no dot) as a string."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
-    list("-+0123456789."),
-)
-
-
-def _safe_load(stream: Any) -> Any:
-    return yaml.load(stream, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-class ConfigError(ValueError):
-    """A configuration problem, always naming the source and the dotted key."""
-
-
-def _bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
-    return field(default=default, metadata={"bounds": (lo, hi)})
-
-
-def _choice(default: Any, *choices: Any) -> Any:
-    return field(default=default, metadata={"choices": choices})
-
-
-def _items(*values: Any, of: tuple[type, ...] = (str,)) -> Any:
-    """A list setting whose elements must be of the types `of` (checked at load, naming the index)."""
-    return field(default_factory=lambda: list(values), metadata={"items": of})
+# model.dequantize: auto = float weights on the CPU backend (its quantized matmul is slow), the quantized base
+# kept on Metal/CUDA; always / never regardless of the backend (yourai/models/dequantize.py).
+DEQUANTIZE_MODES = ("auto", "never", "always")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = "default"  # "default" = the embedded tiny model; else a hub id or local path
+    path: str = "default"  # "default" = the embedded tiny model; a packaged name (smollm2-135m-instruct); a hub id or path
     adapter_path: str | None = None
     trust_remote_code: bool = False
+    dequantize: str = _choice("auto", *DEQUANTIZE_MODES)
 
 
 @dataclass(frozen=True)
@@ -79,6 +50,7 @@ class SplitConfig:
 @dataclass(frozen=True)
 class CurateConfig:
     sources: list = _items("data/sample/corpus.jsonl", of=(str, dict))  # a path, hf:NAME, or {path, defaults, fields}
+    shared_corpora: list = _items()  # folders of ../shared/data/corpora to add, e.g. [phil_trans_1665_1869]
     on_error: str = _choice("skip", "skip", "fail")
     defaults: dict = field(default_factory=dict)  # contract field → value for records that lack it (every source)
     fields: dict = field(default_factory=dict)  # contract field → the input's name for it, e.g. {origin: url}
@@ -218,142 +190,10 @@ class HardwareProfile:
     max_seq_length: int = _bounded(512, 8, None)
     grad_checkpoint: bool = False
     memory: MemoryConfig = field(default_factory=MemoryConfig)
-    recommended_models: list = _items(of=(dict,))
+    recommended_models: list = _records(RecommendedModel)
 
 
 # --- loading -----------------------------------------------------------------------
-
-
-def _is_dataclass_type(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def _check_scalar(value: Any, tp: Any, where: str) -> Any:
-    """Return value coerced to tp (int → float allowed) or raise naming `where`."""
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_scalar(value, arg, where)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{where}: must be a finite number, got {value!r}")
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
-        return value
-    if tp in (list, typing.List) or origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return value
-    if tp is Any:
-        return value
-    if tp in (int, float, str, bool):
-        if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
-            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {tp!r}")
-
-
-def _check_constraints(value: Any, meta: Mapping[str, Any], where: str) -> None:
-    if value is None:
-        return
-    lo, hi = meta.get("bounds", (None, None))
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"{where}: {value!r} is outside the allowed range [{lo}, {hi}]")
-    choices = meta.get("choices")
-    if choices and value not in choices:
-        raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
-    item_types = meta.get("items")
-    for index, item in enumerate(value if item_types else ()):
-        if isinstance(item, bool) or not isinstance(item, item_types):
-            wanted = " or ".join("a mapping" if t is dict else t.__name__ for t in item_types)
-            raise ConfigError(f"{where}[{index}]: expected {wanted}, got {type(item).__name__} {item!r}")
-
-
-def build(cls: type, data: Mapping[str, Any] | None, source: str, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a mapping, rejecting unknown keys and bad values."""
-    data = {} if data is None else data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {prefix or '<root>'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for name, value in data.items():
-        where = f"{source}: {prefix}{name}"
-        tp = hints[name]
-        if _is_dataclass_type(tp):
-            kwargs[name] = build(tp, value, source, f"{prefix}{name}.")
-            continue
-        if tp is list and name == "recommended_models":
-            kwargs[name] = [build(RecommendedModel, v, source, f"{prefix}{name}[{i}].") for i, v in enumerate(value)]
-            continue
-        checked = _check_scalar(value, tp, where)
-        _check_constraints(checked, known[name].metadata, where)
-        kwargs[name] = checked
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {dotted}: '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """`["train.lora.rank=16"]` (CLI) or `{"train.lora.rank": 16}` (papermill) → {dotted: value}."""
-    if isinstance(overrides, Mapping):
-        return dict(overrides)
-    parsed = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value, e.g. train.lora.rank=16")
-        key, raw = item.split("=", 1)
-        if not key.strip():
-            raise ConfigError(f"override {item!r}: the key before '=' is empty")
-        try:
-            parsed[key.strip()] = _safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); "
-                              "put it in quotes to pass it as a string") from err
-    return parsed
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = _safe_load(handle)
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not valid UTF-8 (byte {err.start}: {err.reason}); save the file as UTF-8") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from err
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    return data or {}
-
-
-def read_yaml(path: str | Path) -> dict:
-    """A YAML file whose top level is a mapping (task and sweep specs), errors naming the file."""
-    return _read_yaml(Path(path))
 
 
 def load_config(

@@ -23,9 +23,14 @@ def cache_dir() -> Path:
     return Path(override) if override else PROJECT_ROOT / ".cache"
 
 
+def models_cache_dir() -> Path:
+    """Models yourai builds or imports itself (the embedded default, packaged GGUFs), one folder each."""
+    return cache_dir() / "models"
+
+
 def default_model_dir() -> Path:
     """The embedded default model built from the sample corpus."""
-    return cache_dir() / "models" / "tiny-distrust"
+    return models_cache_dir() / "tiny-distrust"
 
 
 def sample_corpus_path() -> Path:

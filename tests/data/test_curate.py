@@ -255,3 +255,36 @@ def test_sample_corpus_gives_valid_split_with_primary_and_consensus(tmp_path: Pa
 def test_default_config_targets_sum_to_one() -> None:
     targets = TierTargets()
     assert abs(targets.primary + targets.middle + targets.consensus - 1.0) < 1e-9
+
+
+def _fake_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ../shared stand-in with two corpora in the shared layout (no source_type, url_or_origin)."""
+    for folder, start in (("phil_trans_1665_1869", 0), ("medquad_nih_consensus", 100)):
+        records = [{k: v for k, v in r.items() if k not in ("source_type", "origin", "authority_weight",
+                                                             "provenance_entropy")} | {"url_or_origin": "test"}
+                   for r in _records(6, start=start)]
+        (tmp_path / "shared" / "data" / "corpora" / folder).mkdir(parents=True)
+        _write(tmp_path / "shared" / "data" / "corpora" / folder / "part.jsonl", records)
+    monkeypatch.setenv("YOURAI_SHARED", str(tmp_path / "shared"))
+    return tmp_path / "shared" / "data" / "corpora"
+
+
+def test_shared_corpora_are_added_by_name_with_their_source_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    corpora = _fake_shared(tmp_path, monkeypatch)
+    out, report = _run(tmp_path, [], shared_corpora=["medquad_nih_consensus"], balance=False)
+    kept = _read_jsonl(out / "curated.jsonl")
+    assert report["funnel"]["read"] == 6 and {r["source_type"] for r in kept} == {"medical_guidelines"}
+    # the same file named as a source too is read once, with the shared defaults
+    again, report = _run(tmp_path, [corpora / "medquad_nih_consensus" / "part.jsonl"], "again",
+                         shared_corpora=["medquad_nih_consensus"], balance=False)
+    assert report["funnel"]["read"] == 6 and {r["source_type"] for r in _read_jsonl(again / "curated.jsonl")} == {"medical_guidelines"}
+
+
+def test_unknown_or_missing_shared_corpus_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from yourai.data.sources import SourceError
+
+    _fake_shared(tmp_path, monkeypatch)
+    with pytest.raises(SourceError, match=r"curate.shared_corpora: unknown \['arxiv'\]; known: \["):
+        _run(tmp_path, [], shared_corpora=["arxiv"])
+    with pytest.raises(SourceError, match=r"gutenberg_science_fieldreports: no .jsonl under"):
+        _run(tmp_path, [], shared_corpora=["gutenberg_science_fieldreports"])

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("yourai.cli.doctor", "cli_main", "report the machine, MLX backend, BLAS, profile and recommended models"),
     "build-model": ("yourai.cli.models", "build_model_main", "(re)build the embedded default model from data/sample"),
     "import-llama2c": ("yourai.cli.models", "import_llama2c_main", "convert a llama2.c checkpoint + tokenizer for mlx-lm"),
+    "import-gguf": ("yourai.cli.models", "import_gguf_main", "convert a llama GGUF (4-bit kept exactly) for mlx-lm"),
     "generate": ("yourai.cli.models", "generate_main", "generate text from a model (default: the embedded one)"),
     "score": ("yourai.cli.score", "cli_main", "score texts: authority_weight, provenance_entropy, evidence"),
     "curate": ("yourai.cli.curate", "cli_main", "curate sources into train/valid JSONL with a report"),

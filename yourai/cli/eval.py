@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from yourai.cli.errors import fail
+from yourai.config import DEQUANTIZE_MODES
 from yourai.eval.results import format_summary, output_paths
 from yourai.eval.task_eval import format_task_summary
 from yourai.runs.stages import run_evaluation
@@ -17,7 +18,10 @@ from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yourai eval", description="TruthfulQA MC1/MC2/generation as lm-eval "
                                      "scores them, base and base + adapter, offline.")
-    parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model")
+    parser.add_argument("--model", default="default", help="mlx-lm model dir or hub id; 'default' = embedded tiny model; "
+                        "a packaged name such as smollm2-135m-instruct")
+    parser.add_argument("--dequantize", choices=DEQUANTIZE_MODES, default="auto",
+                        help="model.dequantize: auto = float weights on CPU, quantized on Metal/CUDA")
     parser.add_argument("--adapter", default=None, help="LoRA adapter dir (mlx-lm layout) or a `yourai train` --out "
                         "dir; adds a paired comparison")
     parser.add_argument("--data", default="auto", help="TruthfulQA file (.csv/.json/.jsonl/.parquet), hub:<id>, or "
@@ -55,7 +59,8 @@ def cli_main(argv: list[str]) -> int:
         if args.task and categories:
             raise ValueError("--categories applies to TruthfulQA, not to --task")
         results = run_evaluation(args.out, model=args.model, adapter=args.adapter, data=args.data, limit=args.limit,
-                                 categories=categories, options=options, task=args.task, csv_path=args.csv)
+                                 categories=categories, options=options, task=args.task, csv_path=args.csv,
+                                 dequantize=args.dequantize)
     except (ValueError, OSError) as error:
         return fail("eval", error, 2)
     print(format_task_summary(results) if args.task else format_summary(results))

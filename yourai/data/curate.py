@@ -31,7 +31,7 @@ from yourai.config import ConfigError, CurateConfig
 from yourai.data.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_truthfulqa_needles
 from yourai.data.report import SPLITS, RejectLog, Tally, build_report
 from yourai.data.contract import RESERVED_KEYS, fill_item, validate
-from yourai.data.sources import Reject, SourceError, iter_source, parse_source
+from yourai.data.sources import Reject, SourceError, iter_source, parse_source, shared_corpus_sources
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
 from yourai.tiers import TIERS, tier_of
@@ -329,25 +329,6 @@ def load_guard(config: CurateConfig, truthfulqa_csv: str | Path | None) -> tuple
     return guard, {"checked": True, "data": str(path), "needles": guard.size}
 
 
-# The ../shared corpora carry `source` (a description) and `url_or_origin` (a known name for `origin`,
-# yourai.data.contract), not `source_type`: each folder gets the scorer prior that matches its category
-# in ../shared/data/corpora/README.md ((a) primary, (b) consensus, (c) citation markup).
-SHARED_CORPUS_SOURCE_TYPES = {
-    "phil_trans_1665_1869": "letter",  # (a) early papers are mostly communicated letters and observations
-    "gutenberg_science_fieldreports": "historical_book",  # (a) monographs and field reports
-    "medquad_nih_consensus": "medical_guidelines",  # (b) agency consensus answers
-    "wikipedia_wikitext_refs": "wiki",  # (c)
-    "plos_jats_citations": "journal_paper",  # (b)+(c) peer-reviewed papers
-}
-
-
-def shared_corpus_sources(corpora_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Source specs for the ../shared corpora: each folder's source type as the default."""
-    root = Path(corpora_dir) if corpora_dir is not None else shared_dir() / "data" / "corpora"
-    return [{"path": str(path), "defaults": {"source_type": source_type}}
-            for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items() for path in sorted((root / folder).glob("*.jsonl"))]
-
-
 def _open_work_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path)
     db.executescript(f"""PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-{SQLITE_CACHE_KIB};
@@ -367,8 +348,10 @@ def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Pat
     bad_fields = {k: v for k, v in config.fields.items() if not isinstance(v, str)}
     if bad_fields:
         raise ConfigError(f"curate.fields: maps a contract field to the input's field name, got {bad_fields}")
-    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns)
-             for s in (config.sources if sources is None else list(sources))]
+    given = list(config.sources if sources is None else sources)
+    shared = shared_corpus_sources(names=config.shared_corpora) if config.shared_corpora else []
+    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns) for s in given + shared]
+    specs = list({spec.location: spec for spec in specs}.values())  # each file once
     if not specs:
         raise SourceError("no sources given (pass SOURCE... or set curate.sources)")
     out = Path(out_dir)

@@ -14,11 +14,11 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import yaml
 
-from yourai.paths import PROJECT_ROOT
+from yourai.paths import PROJECT_ROOT, shared_dir
 from yourai.records import EXCERPT_CHARS, RecordError, iter_csv, iter_jsonl_lenient
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -271,3 +271,31 @@ def _read_hf(spec: SourceSpec) -> Iterator[RawItem]:
 def normalize_text(text: str) -> str:
     """Case- and whitespace-insensitive form used for exact-duplicate and contamination checks."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+# The ../shared corpora carry `source` (a description) and `url_or_origin` (a known name for `origin`,
+# yourai.data.contract), not `source_type`: each folder gets the scorer prior that matches its category
+# in ../shared/data/corpora/README.md ((a) primary, (b) consensus, (c) citation markup).
+SHARED_CORPUS_SOURCE_TYPES = {
+    "phil_trans_1665_1869": "letter",  # (a) early papers are mostly communicated letters and observations
+    "gutenberg_science_fieldreports": "historical_book",  # (a) monographs and field reports
+    "medquad_nih_consensus": "medical_guidelines",  # (b) agency consensus answers
+    "wikipedia_wikitext_refs": "wiki",  # (c)
+    "plos_jats_citations": "journal_paper",  # (b)+(c) peer-reviewed papers
+}
+
+
+def shared_corpus_sources(corpora_dir: str | Path | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Source specs for the ../shared corpora (all, or the folders `names`): each folder's source type as the default."""
+    root = Path(corpora_dir) if corpora_dir is not None else shared_dir() / "data" / "corpora"
+    if unknown := sorted(set(names or ()) - set(SHARED_CORPUS_SOURCE_TYPES)):
+        raise SourceError(f"curate.shared_corpora: unknown {unknown}; known: {sorted(SHARED_CORPUS_SOURCE_TYPES)}")
+    specs = []
+    for folder, source_type in SHARED_CORPUS_SOURCE_TYPES.items():
+        if names is not None and folder not in names:
+            continue
+        paths = sorted((root / folder).glob("*.jsonl"))
+        if not paths and names is not None:
+            raise SourceError(f"curate.shared_corpora: {folder}: no .jsonl under {root / folder}")
+        specs += [{"path": str(path), "defaults": {"source_type": source_type}} for path in paths]
+    return specs

@@ -242,7 +242,7 @@ def category_frame(results: dict[str, Any], metric: str = "mc2") -> Any:
 
 def evaluate(model: str = "default", adapter: str | None = None, data: str | Path = "auto",
              limit: int | None = None, categories: Sequence[str] | None = None,
-             options: EvalOptions = EvalOptions(), include_base: bool = True) -> dict[str, Any]:
+             options: EvalOptions = EvalOptions(), include_base: bool = True, dequantize: str = "auto") -> dict[str, Any]:
     """Score the base model and, when `adapter` is given, base + adapter on the same questions.
 
     `include_base=False` (with an adapter) skips the base model: a sweep compares its arms with each
@@ -260,8 +260,9 @@ def evaluate(model: str = "default", adapter: str | None = None, data: str | Pat
         del runs["base"]
     per_model = {}
     for name, adapter_path in runs.items():
-        lm, tokenizer = load_model(model, adapter_path=adapter_path)
+        lm, tokenizer = load_model(model, adapter_path=adapter_path, dequantize=dequantize)
         per_model[name] = evaluate_model(lm, tokenizer, items, options, name=name)
         del lm  # one model in memory at a time
-    settings = {**run_settings(model, adapter, data, limit, categories, options), "binary": has_binary_variant(items)}
+    settings = {**run_settings(model, adapter, data, limit, categories, options), "binary": has_binary_variant(items),
+                "dequantize": dequantize}
     return build_results(items, per_model, settings, options)

@@ -89,10 +89,11 @@ def build_task_results(spec: TaskSpec, items: Sequence[MCItem], per_model: dict[
 
 def evaluate_task(spec: TaskSpec, model: str = "default", adapter: str | None = None, data: str | Path | None = None,
                   limit: int | None = None, options: EvalOptions = EvalOptions(),
-                  include_base: bool = True) -> dict[str, Any]:
+                  include_base: bool = True, dequantize: str = "auto") -> dict[str, Any]:
     """Score the task for the base model and, with an adapter, base + adapter on the same questions.
 
-    `include_base=False` (with an adapter) scores the adapter only, as sweep cells do.
+    `include_base=False` (with an adapter) scores the adapter only, as sweep cells do; `dequantize` is
+    model.dequantize.
     """
     from yourai.models import load_model
 
@@ -109,7 +110,7 @@ def evaluate_task(spec: TaskSpec, model: str = "default", adapter: str | None = 
     if adapter and not include_base:
         del models["base"]
     for name, adapter_path in models.items():
-        lm, tokenizer = load_model(model, adapter_path=adapter_path)
+        lm, tokenizer = load_model(model, adapter_path=adapter_path, dequantize=dequantize)
         per_model[name] = score_task(lm, tokenizer, spec, items, options, desc=f"{name} {spec.name}")
         del lm
     settings = {"model": model, "adapter": adapter, "limit": limit, **asdict(options),

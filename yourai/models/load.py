@@ -1,4 +1,5 @@
-"""Models through mlx-lm: load by hub id or local path, the embedded default built on first use, weights saved and hashed.
+"""Models through mlx-lm: load by name, hub id or local path (the embedded default and packaged models are built or
+imported on first use), dequantized where the backend wants float weights; weights saved and hashed.
 
 Everything written by yourai.models is a directory that `mlx_lm.load()` reads unchanged (config.json,
 model.safetensors, tokenizer.json + tokenizer_config.json), so users can leave our code at any point
@@ -18,6 +19,9 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from yourai.hardware import mlx_backend
+from yourai.models.dequantize import dequantize_model, is_quantized, should_dequantize
+from yourai.models.registry import PACKAGED_MODELS, ensure_packaged_model
 from yourai.paths import default_model_dir, sample_corpus_path
 
 
@@ -35,10 +39,13 @@ class ModelError(ValueError):
 
 
 def resolve_model(path_or_id: str | None = DEFAULT_MODEL) -> str:
-    """What mlx-lm should load: the embedded default's directory, an existing local directory (absolute),
-    or a hub id. Anything else is refused here, with a message, before mlx-lm tries the hub."""
+    """What mlx-lm should load: the embedded default's or a packaged model's cached directory, an existing
+    local directory (absolute), or a hub id. Anything else is refused here, with a message, before mlx-lm
+    tries the hub."""
     if path_or_id in (DEFAULT_MODEL, "", None):
         return str(ensure_default_model())
+    if path_or_id in PACKAGED_MODELS:
+        return str(ensure_packaged_model(path_or_id))
     path = Path(str(path_or_id)).expanduser()
     if path.exists():
         check_model_dir(path)
@@ -94,20 +101,29 @@ def resolve_adapter_dir(path: str | Path) -> Path:
     raise ModelError(f"{path}: no {ADAPTER_CONFIG} here or in {ADAPTERS_SUBDIR}/: not an adapter or training run directory")
 
 
-def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None = None):
-    """(model, tokenizer) via mlx_lm.load; "default" builds the embedded model on first use.
+def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None = None, dequantize: str = "auto"):
+    """(model, tokenizer): the one loader training, evaluation, notebooks and commands share.
 
-    Bad paths, truncated weights and unloadable adapters raise ModelError naming the file.
+    "default" builds the embedded model on first use; `dequantize` is model.dequantize (auto | never |
+    always, see yourai/models/dequantize.py), applied before the adapters, which wrap float and quantized
+    layers alike. Bad paths, truncated weights and unloadable adapters raise ModelError naming the file.
     """
     from mlx_lm import load
+    from mlx_lm.tuner.utils import load_adapters
 
     name = resolve_model(path_or_id)
     adapters = resolve_adapter_dir(adapter_path) if adapter_path else None
     try:
-        return load(name, adapter_path=str(adapters) if adapters else None)
+        model, tokenizer = load(name)
+        if should_dequantize(dequantize, mlx_backend()) and is_quantized(model):
+            dequantize_model(model)
+        if adapters:
+            load_adapters(model, str(adapters))
+            model.eval()
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         what = f"{name} with adapters {adapters}" if adapters else name
         raise ModelError(f"{what}: cannot be loaded: {type(err).__name__}: {err}") from err
+    return model, tokenizer
 
 
 def ensure_default_model(out_dir: Path | None = None) -> Path:

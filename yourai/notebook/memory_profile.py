@@ -32,10 +32,11 @@ TRACE_METRICS = ("rss_mb", "mlx_active_mb", "mlx_cache_mb", "mlx_peak_mb")
 # --- a LoRA training step to measure ---------------------------------------------------
 
 
-def lora_model(model: str = "default", lora: LoraConfig = LoraConfig(), seed: int = 0) -> tuple[nn.Module, Any]:
-    """(model, tokenizer) with the adapters `yourai train` would attach under the same LoRA settings."""
+def lora_model(model: str = "default", lora: LoraConfig = LoraConfig(), seed: int = 0,
+               dequantize: str = "auto") -> tuple[nn.Module, Any]:
+    """(model, tokenizer) with the adapters `yourai train` would attach under the same LoRA and dequantize settings."""
     mx.random.seed(seed)
-    lm, tokenizer, _ = build_lora_model(model, lora)
+    lm, tokenizer, _ = build_lora_model(model, lora, dequantize)
     return lm, tokenizer
 
 

@@ -64,8 +64,12 @@ def run_evaluation(out_json: str | Path, *, model: str = "default", adapter: str
                    limit: int | None = None, categories: Sequence[str] | None = None,
                    options: EvalOptions = EvalOptions(), task: str | None = None, include_base: bool = True,
                    kind: str = "eval", config: Config | None = None, csv_path: str | Path | None = None,
-                   extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """TruthfulQA (or a task spec) for model [+ adapter], written to out_json and recorded in its folder's run.json."""
+                   extra: Mapping[str, Any] | None = None, dequantize: str | None = None) -> dict[str, Any]:
+    """TruthfulQA (or a task spec) for model [+ adapter], written to out_json and recorded in its folder's run.json.
+
+    `dequantize` (model.dequantize) defaults to the config's, else "auto".
+    """
+    dequantize = dequantize or (config.model.dequantize if config is not None else "auto")
     out_json = Path(out_json)
     stage_name = f"eval:{task}" if task else "eval"
     settings = {"eval": {"model": model, "adapter": adapter, "data": data, "limit": limit, "task": task}}
@@ -73,10 +77,12 @@ def run_evaluation(out_json: str | Path, *, model: str = "default", adapter: str
                         extra=extra) as stage:
         if task:
             spec = load_task_spec(task)
-            results = evaluate_task(spec, model, adapter, None if data == "auto" else data, limit, options, include_base)
+            results = evaluate_task(spec, model, adapter, None if data == "auto" else data, limit, options, include_base,
+                                    dequantize=dequantize)
             write_task_results(results, out_json, csv_path)
         else:
-            results = evaluate(model, adapter, data, limit, categories, options, include_base=include_base)
+            results = evaluate(model, adapter, data, limit, categories, options, include_base=include_base,
+                               dequantize=dequantize)
             write_results(results, out_json, csv_path)
         stage["metrics"].update(eval_headline(results, f"{task}:" if task else ""))
         stage["data"][f"eval:{task}" if task else "eval"] = results["settings"]["data"]["path"]

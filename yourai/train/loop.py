@@ -36,7 +36,7 @@ from yourai.train import checkpoints as ckpt
 from yourai.train import rundir
 from yourai.train.callbacks import Control, TrainingAbort, TrainingCallback
 from yourai.train.guard import MemoryCallback
-from yourai.train.lora import build_lora_model, grad_checkpointing
+from yourai.train.lora import build_lora_model, grad_checkpointing, model_event
 from yourai.train.metrics import MetricsWriter
 from yourai.train.saver import CheckpointSaver
 from yourai.stopping import StopAborted, StopRequest, graceful_stop, signal_name
@@ -91,7 +91,9 @@ class Trainer:
         self._barrier()  # rank 0 has cleared what rundir.claim asked it to
         self.data_dir = Path(data_dir)
         # seeded after loading (a first-use build of the default model reseeds), before LoRA init
-        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora, seed=tc.seed)
+        self.model, self.tokenizer, self.adapter_config = build_lora_model(config.model.path, tc.lora, seed=tc.seed,
+                                                                           dequantize=config.model.dequantize)
+        self.events.append(model_event(config, self.model, self.adapter_config))
         self._open_data()
         self.optimizer = optim.AdamW(learning_rate=warmup_cosine(tc.learning_rate, tc.warmup_steps, tc.steps, tc.min_lr_ratio),
                                      weight_decay=tc.weight_decay)

@@ -13,7 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from yourai.config import ConfigError, LoraConfig
+from yourai.config import Config, ConfigError, LoraConfig
 
 
 def lora_parameters(lora: LoraConfig) -> dict:
@@ -46,21 +46,32 @@ def attach_lora(model: nn.Module, lora: LoraConfig, model_name: str) -> dict:
     }
 
 
-def build_lora_model(model_path: str, lora: LoraConfig, seed: int | None = None) -> tuple[nn.Module, Any, dict]:
-    """(model, tokenizer, adapter_config): the base loaded by name or path, LoRA attached.
+def build_lora_model(model_path: str, lora: LoraConfig, seed: int | None = None,
+                     dequantize: str = "auto") -> tuple[nn.Module, Any, dict]:
+    """(model, tokenizer, adapter_config): the base loaded by name or path (model.dequantize applied), LoRA attached.
 
     With `seed`, mx.random is seeded after loading and before the LoRA init, so the initial adapters are a
     function of the seed alone: loading may draw random numbers (building the default model on first use does).
+    On a quantized base mlx-lm's LoRA layers wrap QuantizedLinear (QLoRA); on a dequantized one, Linear; the
+    adapters have the same paths and shapes either way, so they load onto the quantized base unchanged.
     adapter_config.json records the resolved model (the embedded default's directory, an absolute local
     path, or the hub id), so `mlx_lm.generate --model "$(jq -r .model adapter_config.json)"` works.
     """
     from yourai.models import load_model, resolve_model
 
     resolved = resolve_model(model_path)
-    model, tokenizer = load_model(resolved)
+    model, tokenizer = load_model(resolved, dequantize=dequantize)
     if seed is not None:
         mx.random.seed(seed)
     return model, tokenizer, attach_lora(model, lora, resolved)
+
+
+def model_event(config: Config, model: nn.Module, adapter_config: dict) -> dict:
+    """metrics.jsonl's record of the base a run trained on: what was asked, what was loaded, quantized or not."""
+    from yourai.models.dequantize import is_quantized
+
+    return {"event": "model", "path": config.model.path, "loaded_from": adapter_config["model"],
+            "dequantize": config.model.dequantize, "quantized": is_quantized(model)}
 
 
 @contextmanager

@@ -57,6 +57,7 @@ def run_fingerprint(config: Config, train_path: Path, world_size: int) -> dict:
     train = {k: v for k, v in to_dict(config.train).items() if k not in RUN_ONLY_KEYS}
     return {
         "model": config.model.path,
+        "dequantize": config.model.dequantize,
         "train_data_sha256": ckpt.sha256_file(train_path),
         "loss": to_dict(config.loss),
         "train": train,
