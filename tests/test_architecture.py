@@ -16,7 +16,7 @@ PACKAGE = PROJECT_ROOT / "yourai"
 # independent of each other (train and eval, say, never import one another), except in the base, whose
 # small modules build on one another (config on formula and tiers); the cycle test keeps that one-way.
 LAYERS = (
-    {"_blas", "paths", "formula", "tiers", "config", "records", "stats", "hardware", "stopping", ""},  # the base
+    {"_blas", "paths", "formula", "tiers", "schema", "config", "records", "stats", "hardware", "stopping", ""},  # the base
     {"scoring", "loss", "models"},
     {"data"},
     {"train", "eval"},
