@@ -35,7 +35,9 @@ def test_profile_matching_scales_with_memory():
 def test_doctor_json_has_the_documented_fields(capsys):
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == json.loads(json.dumps(doctor_report()))  | {"machine": report["machine"]}
+    packaged = report.pop("packaged_models")  # the command adds them (yourai.models sits above this module)
+    assert report == json.loads(json.dumps(doctor_report())) | {"machine": report["machine"]}
+    assert [row["name"] for row in packaged] == ["smollm2-135m-instruct"] and "install_command" in packaged[0]
     for key in ("os", "arch", "python", "mlx_version", "backend", "total_memory_gb", "available_memory_gb", "cpu_cores"):
         assert key in report["machine"]
     assert report["profile"] in EXPECTED_PROFILES

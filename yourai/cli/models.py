@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from yourai.config import DEQUANTIZE_MODES
-from yourai.models import load_model
+from yourai.cli.errors import fail
+from yourai.models import ModelError, load_model
 from yourai.models.gguf import load_gguf, save_model_dir
 from yourai.models.llama2c import import_llama2c
 from yourai.models.tiny import build_tiny_model
@@ -85,9 +86,10 @@ def generate_main(argv: list[str]) -> int:
     try:
         model, tokenizer = load_model(args.model, args.adapter, dequantize=args.dequantize)
         prompt_ids = chat_prompt_ids(tokenizer, args.prompt) if args.chat else tokenizer.encode(args.prompt)
-    except ValueError as err:
-        print(f"yourai generate: {err}", file=sys.stderr)
-        return 2
+    except ModelError as err:  # the model or adapter named cannot be used
+        return fail("generate", err, 1)
+    except ValueError as err:  # --chat on a model without a chat template
+        return fail("generate", err, 2)
     mx.random.seed(args.seed)
     sampler = make_sampler(temp=args.temp, top_p=0.9 if args.temp > 0 else 0.0)
     new_ids = [response.token for response in stream_generate(

@@ -36,7 +36,7 @@ def lora_model(model: str = "default", lora: LoraConfig = LoraConfig(), seed: in
                dequantize: str = "auto") -> tuple[nn.Module, Any]:
     """(model, tokenizer) with the adapters `yourai train` would attach under the same LoRA and dequantize settings."""
     mx.random.seed(seed)
-    lm, tokenizer, _ = build_lora_model(model, lora, dequantize)
+    lm, tokenizer, _ = build_lora_model(model, lora, dequantize=dequantize)
     return lm, tokenizer
 
 
