@@ -17,10 +17,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# rebuild the embedded default on this machine into .cache/models/tiny-distrust and say how it compares
+# with the shipped weights in yourai/models/tiny-distrust; YOURAI_DEFAULT_MODEL=<dir> makes "default" use it
 model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 
-# doctor, a short generation from the embedded default (built on first use, ~1 min),
+# doctor, a short generation from the embedded default (the shipped weights),
 # then all six notebooks under papermill → runs/$(NAME)/summary.md
 demo: $(STAMP)
 	$(VENV)/bin/yourai doctor

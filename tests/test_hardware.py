@@ -53,3 +53,12 @@ def test_doctor_text_mentions_backend_and_profile(capsys):
 def test_unknown_command_exits_2(capsys):
     assert main(["nonsense"]) == 2
     assert "unknown command" in capsys.readouterr().err
+
+
+def test_doctor_names_the_default_model_the_notebooks_will_use(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("YOURAI_DEFAULT_MODEL", raising=False)
+    assert main(["doctor"]) == 0
+    assert "(the shipped weights)" in capsys.readouterr().out
+    monkeypatch.setenv("YOURAI_DEFAULT_MODEL", str(tmp_path / "mine"))
+    assert main(["doctor"]) == 0
+    assert f"{tmp_path / 'mine'} (YOURAI_DEFAULT_MODEL, not built yet" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import sys
 # command → (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("yourai.cli.doctor", "cli_main", "report the machine, MLX backend, BLAS, profile and recommended models"),
-    "build-model": ("yourai.cli.models", "build_model_main", "(re)build the embedded default model from data/sample"),
+    "build-model": ("yourai.cli.models", "build_model_main", "rebuild the embedded default here and compare it with the shipped weights"),
     "import-llama2c": ("yourai.cli.models", "import_llama2c_main", "convert a llama2.c checkpoint + tokenizer for mlx-lm"),
     "generate": ("yourai.cli.models", "generate_main", "generate text from a model (default: the embedded one)"),
     "score": ("yourai.cli.score", "cli_main", "score texts: authority_weight, provenance_entropy, evidence"),
