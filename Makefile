@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# rebuild the embedded default on this machine into .cache/models/tiny-distrust and say how it compares
+# with the shipped weights in yourai/models/tiny-distrust; YOURAI_DEFAULT_MODEL=<dir> makes "default" use it
 model: $(STAMP)
 	$(VENV)/bin/yourai build-model
 

@@ -118,3 +118,12 @@ def test_the_profile_reaches_training_through_the_cli(tmp_path, capsys):
                 if json.loads(line).get("step") == 1 and "loss" in json.loads(line))
     assert begin["steps"] == 1 and step["micro_batches"] == 8  # base_16gb: batch 1 x accumulation 8
     assert json.loads((out / "adapters" / "adapter_config.json").read_text())["lora_parameters"]["rank"] == 16
+
+
+def test_doctor_names_the_default_model_the_notebooks_will_use(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("YOURAI_DEFAULT_MODEL", raising=False)
+    assert main(["doctor"]) == 0
+    assert "(the shipped weights)" in capsys.readouterr().out
+    monkeypatch.setenv("YOURAI_DEFAULT_MODEL", str(tmp_path / "mine"))
+    assert main(["doctor"]) == 0
+    assert f"{tmp_path / 'mine'} (YOURAI_DEFAULT_MODEL, not built yet" in capsys.readouterr().out

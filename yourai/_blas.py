@@ -50,3 +50,16 @@ def preload_openblas() -> str | None:
         except OSError:
             return None
     return loaded_blas
+
+
+def openblas_threads() -> int | None:
+    """Threads the preloaded OpenBLAS uses, or None without one.
+
+    Recorded with a model build: OpenBLAS splits a matmul differently for another thread count, and the
+    rounding that changes is carried through training (the same machine builds different weights with
+    OPENBLAS_NUM_THREADS=1 and with the default).
+    """
+    if not loaded_blas:
+        return None
+    library = ctypes.CDLL(loaded_blas)
+    return int(library.openblas_get_num_threads()) if hasattr(library, "openblas_get_num_threads") else None

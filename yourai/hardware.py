@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import psutil
 
 from yourai.config import ConfigError, HardwareProfile, RunConfig, load_hardware_profile, to_dict
-from yourai.paths import configs_dir, default_model_dir
+from yourai.paths import configs_dir, default_model_dir, shipped_model_dir
 
 GIB = 1024**3
 AUTO, NO_PROFILE = "auto", "none"
@@ -193,7 +193,16 @@ def doctor_report() -> dict:
         },
         "default_model_dir": str(model_dir),
         "default_model_built": (model_dir / "config.json").exists(),
+        "default_model_shipped": model_dir.resolve() == shipped_model_dir().resolve(),
     }
+
+
+def _default_model_note(report: dict) -> str:
+    if report["default_model_shipped"]:
+        return "the shipped weights"
+    if report["default_model_built"]:
+        return "YOURAI_DEFAULT_MODEL"
+    return "YOURAI_DEFAULT_MODEL, not built yet: built on first use"
 
 
 def format_doctor(report: dict) -> str:
@@ -207,7 +216,7 @@ def format_doctor(report: dict) -> str:
         f"CPU cores        {machine['cpu_cores']}",
         f"BLAS             {machine['blas']}",
         f"Profile          {report['profile']}: {report['profile_description']}",
-        f"Default model    {report['default_model_dir']} ({'built' if report['default_model_built'] else 'not built: run `yourai build-model`'})",
+        f"Default model    {report['default_model_dir']} ({_default_model_note(report)})",
         "Recommended models (hub id, parameters, approx. memory for 4-bit LoRA):",
     ]
     for model in report["recommended_models"]:

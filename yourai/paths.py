@@ -18,18 +18,34 @@ def shared_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Where built artifacts (the embedded default model) are cached; gitignored."""
+    """Where built artifacts (a rebuilt default model) are cached; gitignored."""
     override = os.environ.get("YOURAI_CACHE")
     return Path(override) if override else PROJECT_ROOT / ".cache"
 
 
 def models_cache_dir() -> Path:
-    """Models yourai builds or imports itself (the embedded default, packaged GGUFs), one folder each."""
+    """Models yourai builds or imports itself (rebuilds of the default, packaged GGUFs), one folder each."""
     return cache_dir() / "models"
 
 
+def shipped_model_dir() -> Path:
+    """The embedded default as committed: every platform evaluates these same weights.
+
+    A build depends on the BLAS that ran it (OpenBLAS, the reference BLAS, Accelerate and CUDA round
+    differently, and 240 training steps carry those last bits into every weight), so the project
+    ships one build instead of building on first use.
+    """
+    return Path(__file__).resolve().parent / "models" / "tiny-distrust"
+
+
 def default_model_dir() -> Path:
-    """The embedded default model built from the sample corpus."""
+    """The model "default" names: YOURAI_DEFAULT_MODEL when set (a directory), else the shipped weights."""
+    override = os.environ.get("YOURAI_DEFAULT_MODEL")
+    return Path(override) if override else shipped_model_dir()
+
+
+def rebuilt_model_dir() -> Path:
+    """Where `yourai build-model` writes a rebuild of the default unless told otherwise (gitignored)."""
     return models_cache_dir() / "tiny-distrust"
 
 

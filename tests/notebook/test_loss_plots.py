@@ -100,3 +100,38 @@ def test_panel_sliders_start_exactly_on_the_given_values():
                                     scheme="monotone", cap=30.0)
     values = {control.description: control.value for control in panel.children[0].children}
     assert values == {"alpha": 2.7, "lambda": 0.6, "scheme": "monotone", "cap": 30.0}
+
+
+def _notebook_03_checked_text(w_auth: np.ndarray, entropy_bits: np.ndarray, sources: list[str], cap: float = 30.0) -> str:
+    """What notebook 03's NBVAL_CHECK_OUTPUT cells print from the sample corpus's scores, at their roundings."""
+    from yourai.loss import distrust_weights
+
+    table = loss_plots.weight_table(w_auth, entropy_bits, sources, cap)
+    weights = distrust_weights(w_auth, entropy_bits, "monotone", cap=cap)
+    batch_means = weights[np.random.default_rng(0).integers(0, len(weights), size=(2000, 8))].mean(axis=1)
+    low, high = np.percentile(batch_means, [5, 95])
+    patent, wiki = loss_plots.ANCHOR_PRIMARY, loss_plots.ANCHOR_CONSENSUS
+    anchor = [f"{empirical_distrust_loss(*point, alpha=2.7):.4f}" for point in (patent, wiki)]
+    ratios = [f"{pair[0] / pair[1]:.2f}" for scheme in ("roemmele", "monotone") for pair_cap in (1000.0, 30.0)
+              for pair in [distrust_weights([patent[0], wiki[0]], [patent[1], wiki[1]], scheme, cap=pair_cap)]]
+    return "\n".join([loss_plots.weight_stats(table).to_string(), loss_plots.mean_weight_by_source(table).to_string(),
+                      f"{batch_means.mean():.3f} {low:.2f} {high:.2f}", *anchor, *ratios])
+
+
+def test_notebook_03_checked_numbers_survive_other_platforms_float64_rounding():
+    """numpy's SIMD and libm log/exp differ between platforms by a few ulp (~1e-16 relative); scores moved
+    by 1e-12 (10^4 times that) must print the same at the roundings notebook 03's checked cells use."""
+    from yourai.formula import AUTHORITY_RANGE
+    from yourai.notebook.scoring_tables import score_table
+    from yourai.paths import sample_corpus_path
+    from yourai.records import read_records
+
+    scores = score_table(read_records(sample_corpus_path()), workers=1)
+    w_auth, entropy = scores["authority_weight"].to_numpy(), scores["provenance_entropy"].to_numpy()
+    sources = scores["group"].tolist()
+    reference = _notebook_03_checked_text(w_auth, entropy, sources)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        jitter = lambda values: values * (1.0 + 1e-12 * rng.choice([-1.0, 1.0], size=values.shape))  # noqa: E731
+        moved = _notebook_03_checked_text(np.clip(jitter(w_auth), *AUTHORITY_RANGE), jitter(entropy), sources)
+        assert moved == reference

@@ -15,7 +15,7 @@ from yourai.cli.errors import DEBUG_FLAG, fail, set_debug, take_debug_flag
 # command → (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "doctor": ("yourai.cli.doctor", "cli_main", "report the machine, MLX backend, BLAS, profile and recommended models"),
-    "build-model": ("yourai.cli.models", "build_model_main", "(re)build the embedded default model from data/sample"),
+    "build-model": ("yourai.cli.models", "build_model_main", "rebuild the embedded default here and compare it with the shipped weights"),
     "import-llama2c": ("yourai.cli.models", "import_llama2c_main", "convert a llama2.c checkpoint + tokenizer for mlx-lm"),
     "import-gguf": ("yourai.cli.models", "import_gguf_main", "convert a llama GGUF (4-bit kept exactly) for mlx-lm"),
     "generate": ("yourai.cli.models", "generate_main", "generate text from a model (default: the embedded one)"),

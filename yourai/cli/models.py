@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from yourai.config import DEQUANTIZE_MODES
 from yourai.cli.errors import fail
-from yourai.models import ModelError, load_model
+from yourai.config import DEQUANTIZE_MODES
+from yourai.models import ModelError, load_model, weight_differences
 from yourai.models.gguf import load_gguf, save_model_dir
 from yourai.models.llama2c import import_llama2c
 from yourai.models.tiny import build_tiny_model
-from yourai.paths import default_model_dir, sample_corpus_path
+from yourai.paths import rebuilt_model_dir, sample_corpus_path, shipped_model_dir
 
 
 def build_model_main(argv: list[str]) -> int:
-    """`yourai build-model [--out DIR] [--corpus JSONL] [--seed N]`."""
-    parser = argparse.ArgumentParser(prog="yourai build-model", description="(re)build the embedded default model")
-    parser.add_argument("--out", type=Path, default=default_model_dir(), help="output directory (default: %(default)s)")
+    """`yourai build-model [--out DIR] [--corpus JSONL] [--seed N]`: rebuild the default here, compare it to the shipped one."""
+    parser = argparse.ArgumentParser(
+        prog="yourai build-model", description="rebuild the embedded default model on this platform and compare "
+        "it with the shipped weights (evaluate it with YOURAI_DEFAULT_MODEL=<out>)")
+    parser.add_argument("--out", type=Path, default=rebuilt_model_dir(),
+                        help=f"output directory (default: %(default)s; {shipped_model_dir()} refreshes the shipped copy)")
     parser.add_argument("--corpus", type=Path, default=sample_corpus_path(), help="JSONL with a text field")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -28,7 +32,24 @@ def build_model_main(argv: list[str]) -> int:
         f"held-out perplexity {report['heldout_perplexity_before']:.1f} → {report['heldout_perplexity_after']:.1f} "
         f"({report['perplexity_reduction']:.1f}× lower)"
     )
+    shipped = shipped_model_dir()
+    if args.out.resolve() != shipped.resolve() and (shipped / "model.safetensors").exists():
+        print(describe_rebuild(args.out, shipped))
     return 0
+
+
+def describe_rebuild(rebuilt: Path, shipped: Path) -> str:
+    """One line on how a rebuild compares with the shipped weights, why they differ, and how to use it."""
+    differences = weight_differences(rebuilt, shipped)
+    if differences["identical"]:
+        return f"identical to the shipped weights in {shipped}, bit for bit"
+    ours, theirs = (json.loads((Path(path) / "build_info.json").read_text()) for path in (rebuilt, shipped))
+    same_recipe = all(ours[key] == theirs[key] for key in ("seed", "spec", "train_tokens", "heldout_tokens"))
+    cause = "this platform's float rounding" if same_recipe else "another seed, corpus or spec"
+    return (f"differs from the shipped weights ({cause}): largest relative L2 distance "
+            f"{differences['max_relative_l2']:.2e} ({differences['worst_tensor']}), held-out perplexity "
+            f"{ours['heldout_perplexity_after']:.2f} vs {theirs['heldout_perplexity_after']:.2f} shipped; "
+            f"`default` still means the shipped weights, YOURAI_DEFAULT_MODEL={rebuilt} selects this build")
 
 
 def import_llama2c_main(argv: list[str]) -> int:

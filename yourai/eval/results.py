@@ -184,6 +184,24 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def consistency_checks(results: dict[str, Any]) -> dict[str, bool]:
+    """Facts about a results document that hold whatever the weights' last bits are.
+
+    Notebook 06 asks nbval to compare these rather than the scores: MC1 and MC2 move with the model's
+    float rounding (a default built under another BLAS shifts the MC2 interval in the third decimal),
+    but every model scoring every question, scores being probabilities and each interval holding its
+    mean are true on any platform, and false only when the evaluation itself is broken.
+    """
+    keys = metric_keys(results["settings"]["modes"])
+    blocks = [block[key] for block in results["models"].values() for key in keys if key in ("mc1", "mc2")]
+    return {
+        "every model scored every question": all(block["n"] == results["n"] for block in blocks),
+        "MC1 and MC2 and their intervals lie in [0, 1]": all(0.0 <= value <= 1.0 for block in blocks
+                                                            for value in (block["mean"], *block["ci"])),
+        "each interval holds its mean": all(block["ci"][0] <= block["mean"] <= block["ci"][1] for block in blocks),
+    }
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """A plain-text table for the terminal."""
     keys, data = result_keys(results), results["settings"]["data"]

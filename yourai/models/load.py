@@ -1,5 +1,5 @@
-"""Models through mlx-lm: load by name, hub id or local path (the embedded default and packaged models are built or
-imported on first use), dequantized where the backend wants float weights; weights saved and hashed.
+"""Models through mlx-lm: load by name, hub id or local path (the shipped default, packaged models imported on first
+use), dequantized where the backend wants float weights; weights saved, hashed and compared.
 
 Everything written by yourai.models is a directory that `mlx_lm.load()` reads unchanged (config.json,
 model.safetensors, tokenizer.json + tokenizer_config.json), so users can leave our code at any point
@@ -127,7 +127,11 @@ def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None 
 
 
 def ensure_default_model(out_dir: Path | None = None) -> Path:
-    """The embedded default model directory, built once from the sample corpus and cached."""
+    """The embedded default model directory; built from the sample corpus only where none is there yet.
+
+    The shipped weights are always there in a checkout; a build happens when YOURAI_DEFAULT_MODEL (or
+    `out_dir`) names a directory without a model, e.g. to evaluate this platform's own build.
+    """
     out_dir = Path(out_dir) if out_dir else default_model_dir()
     if not (out_dir / "config.json").exists():
         from yourai.models.tiny import build_tiny_model  # tiny imports this module: import on use
@@ -153,3 +157,25 @@ def weights_sha256(model_dir: str | Path) -> str:
         digest.update(f"{name}:{array.dtype}:{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def weight_differences(model_dir: str | Path, reference_dir: str | Path) -> dict:
+    """How far one build's weights lie from another's, tensor by tensor.
+
+    `max_relative_l2` is the largest ‖a − b‖ / ‖b‖ over tensors (float64): the scale-free distance a
+    change of BLAS or backend leaves after training; `identical` says every byte agrees.
+    """
+    ours = mx.load(str(Path(model_dir) / "model.safetensors"))
+    reference = mx.load(str(Path(reference_dir) / "model.safetensors"))
+    if sorted(ours) != sorted(reference):
+        raise ValueError(f"{model_dir} and {reference_dir} hold different tensors: "
+                         f"{sorted(set(ours) ^ set(reference))[:5]}")
+    relative, identical = {}, True
+    for name in sorted(ours):
+        a, b = np.array(ours[name], dtype=np.float64), np.array(reference[name], dtype=np.float64)
+        if a.shape != b.shape:
+            raise ValueError(f"{model_dir}: tensor {name} has shape {a.shape}, {reference_dir} has {b.shape}")
+        identical = identical and np.array_equal(a, b)
+        relative[name] = float(np.linalg.norm(a - b) / max(np.linalg.norm(b), np.finfo(np.float64).tiny))
+    worst = max(relative, key=relative.get)
+    return {"identical": identical, "max_relative_l2": relative[worst], "worst_tensor": worst, "relative_l2": relative}

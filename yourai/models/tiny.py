@@ -27,6 +27,8 @@ from yourai.paths import sample_corpus_path
 
 EOS_TOKEN = "<|endoftext|>"
 UNLIMITED_TOKENS = 1_000_000_000  # tokenizer_config model_max_length: "no limit"
+# Everything a build writes: an existing output directory is replaced only when it holds nothing else.
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "build_info.json")
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,17 @@ def _pretrain(model: nn.Module, stream: np.ndarray, spec: TinyModelSpec, seed: i
     return losses
 
 
+def _build_platform() -> dict:
+    """What decides a build's last bits: backend, BLAS and versions (the shipped weights record theirs)."""
+    from yourai.hardware import detect_machine
+
+    from yourai._blas import openblas_threads
+
+    machine = detect_machine()
+    platform = {key: getattr(machine, key) for key in ("os", "arch", "mlx_version", "mlx_lm_version", "backend", "blas")}
+    return platform | {"blas_threads": openblas_threads()}
+
+
 def _write_tokenizer(tokenizer, out_dir: Path) -> None:
     tokenizer.save(str(out_dir / "tokenizer.json"))
     # Whole documents are tokenised before the trainer windows them, so the tokenizer itself
@@ -190,6 +203,7 @@ def build_tiny_model(
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    _check_replaceable(out_dir)  # before a minute of training, not after
     texts = read_corpus_texts(corpus if corpus is not None else sample_corpus_path())
     train_texts, heldout_texts = _split_heldout(texts, spec.heldout_fraction)
     if not heldout_texts or not train_texts:
@@ -221,13 +235,38 @@ def build_tiny_model(
         "first_loss": losses[0],
         "final_loss": losses[-1],
         "build_seconds": round(time.perf_counter() - started, 2),
+        "built_with": _build_platform(),
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     save_mlx_model(model, config, staging)
     _write_tokenizer(tokenizer, staging)
     (staging / "build_info.json").write_text(json.dumps(report, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    _move_into_place(staging, out_dir)
     return report
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse an output directory holding anything a build does not write: we never delete others' files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: exists and is not a directory")
+    foreign = sorted(path.name for path in out_dir.iterdir() if path.name not in MODEL_FILES) if out_dir.is_dir() else []
+    if foreign:
+        raise ValueError(f"{out_dir}: holds files a model build does not write ({', '.join(foreign[:5])}); "
+                         "choose an empty or new directory")
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Swap the finished build in; the previous build (only our own files, checked again) is removed after."""
+    try:
+        _check_replaceable(out_dir)
+    except ValueError:
+        shutil.rmtree(staging)
+        raise
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    previous = staging.with_name(staging.name + "-previous")
+    out_dir.rename(previous)
+    staging.rename(out_dir)
+    shutil.rmtree(previous)
