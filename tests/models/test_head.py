@@ -113,10 +113,11 @@ def test_no_split_when_logits_are_more_than_head_of_body():
     np.testing.assert_allclose(np.array(fallback), np.array(nn.losses.cross_entropy(wrapped(inputs), targets)), rtol=1e-6)
 
 
-def test_no_split_when_the_head_is_trainable():
+def test_training_splits_only_a_frozen_head_evaluation_any():
     model = _llama()
     model.model.embed_tokens.unfreeze()
-    assert split_head(model) is None
+    assert split_head(model) is None  # its gradient would be lost
+    assert split_head(model, differentiable=False) is not None
 
 
 def test_split_probe_leaves_training_mode_and_random_state_alone():

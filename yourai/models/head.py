@@ -16,8 +16,8 @@ linear-cross-entropy idea (Apple's "Cut Your Losses", Liger's fused linear CE):
 * chunks are chained with ``mx.depends``: MLX's scheduler would otherwise run many independent
   chunks side by side and hold them all.
 
-The head's own weights get no gradient through the custom vjp, so the split is only used when
-they are frozen (LoRA never trains the head).
+The head's own weights get no gradient through the custom vjp, so training splits a model only
+when they are frozen (LoRA never trains the head).
 """
 
 from __future__ import annotations
@@ -66,18 +66,19 @@ def _candidate(model: nn.Module) -> tuple[nn.Module, Callable, nn.Module] | None
     return None
 
 
-def split_head(model: nn.Module) -> HeadSplit | None:
-    """The model's body/head split when ``model(x) == head(body(x))`` and the head is frozen, else None.
+def split_head(model: nn.Module, *, differentiable: bool = True) -> HeadSplit | None:
+    """The model's body/head split when ``model(x) == head(body(x))``, else None.
 
-    The probe runs in eval mode (no dropout, no random numbers drawn), so calling this never changes
+    For training (`differentiable`) the head must also be frozen: the custom vjp gives it no gradient,
+    so a trainable head keeps whole logits. Evaluation takes no gradient and splits any head. The probe runs in eval mode (no dropout, no random numbers drawn), so calling this never changes
     a training run's random stream.
     """
     found = _candidate(model)
     if found is None:
         return None
     body, head, head_owner = found
-    if tree_flatten(head_owner.trainable_parameters()):
-        return None  # the custom vjp gives the head no gradient: whole logits keep training it
+    if differentiable and tree_flatten(head_owner.trainable_parameters()):
+        return None
     was_training = model.training
     model.eval()
     try:

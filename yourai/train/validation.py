@@ -18,7 +18,7 @@ from yourai.tiers import TIERS
 
 def make_eval_fn(model: nn.Module, compile_: bool) -> Callable:
     """Per-sample validation CE and token counts (the model must be in eval mode: no dropout); chunked head."""
-    split = split_head(model)
+    split = split_head(model, differentiable=False)
 
     def eval_ce(inputs, targets, mask):
         return per_sample_token_ce(token_cross_entropy(model, split, inputs, targets, differentiable=False), mask)
