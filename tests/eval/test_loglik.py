@@ -71,3 +71,12 @@ def test_models_without_a_split_head_score_the_same(tiny, requests, monkeypatch)
     expected = loglik.score_requests(model, requests, progress=False)
     monkeypatch.setattr(loglik, "split_head", lambda _model, **_: None)  # whole logits at the scored positions
     np.testing.assert_allclose(loglik.score_requests(model, requests, progress=False), expected, atol=1e-5)
+
+
+def test_plan_batches_keeps_padding_within_the_slack():
+    lengths = [2, 3, 3, 4, 10, 11, 30]
+    batches = loglik.plan_batches(lengths, max_batch_tokens=1000)
+    for batch in batches:
+        real = sum(lengths[i] for i in batch)
+        assert len(batch) * max(lengths[i] for i in batch) <= (1 + loglik.PAD_SLACK) * real or len(batch) == 1
+    assert len(batches) > 1  # a budget of 1000 alone would have put every row in one batch

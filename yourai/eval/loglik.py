@@ -30,6 +30,7 @@ from yourai.models.head import HeadSplit, chunked_cross_entropy, split_head
 
 MAX_BATCH_TOKENS = 4096  # new positions per forward (rows x padded width): large enough for efficient matmuls
 MAX_BATCH_KV_POSITIONS = 2**17  # rows x (prefix + tail) per forward: bounds the keys/values gathered per layer
+PAD_SLACK = 0.1  # a batch's padding stays within 10 % of its real positions
 PAD_TOKEN_ID = 0  # any id: right padding sits after every scored position, so it is never attended
 
 
@@ -43,15 +44,24 @@ def shared_prefix_length(contexts: Sequence[Sequence[int]]) -> int:
 
 
 def plan_batches(row_lengths: Sequence[int], max_batch_tokens: int, max_rows: int | None = None) -> list[list[int]]:
-    """Group row indices by length so each padded batch stays within `max_batch_tokens` (and `max_rows`)."""
+    """Group row indices by length so each padded batch stays within `max_batch_tokens` (and `max_rows`).
+
+    Rows are taken shortest first; a batch is also closed when padding it to the next row's length
+    would add more than PAD_SLACK of its real tokens (a pad costs a full forward position; an extra
+    forward costs almost nothing in comparison).
+    """
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for index in sorted(range(len(row_lengths)), key=lambda i: row_lengths[i]):
-        full = (len(current) + 1) * row_lengths[index] > max_batch_tokens or len(current) == (max_rows or -1)
+        padded = (len(current) + 1) * row_lengths[index]
+        full = padded > max_batch_tokens or len(current) == (max_rows or -1) \
+            or padded > (1 + PAD_SLACK) * (real + row_lengths[index])
         if current and full:
             batches.append(current)
-            current = []
+            current, real = [], 0
         current.append(index)
+        real += row_lengths[index]
     return batches + [current] if current else batches
 
 
@@ -136,17 +146,26 @@ def _continuation_positions(continuations: Sequence[Sequence[int]]) -> tuple[lis
     return positions
 
 
+def _context_end_log_probs(model: Any, split: HeadSplit | None, tails: list[list[int]],
+                           caches: list) -> np.ndarray:
+    """log-softmax [G, V] at the last position of each tail: every first continuation token is read off it."""
+    if split is not None:
+        hidden = split.hidden(mx.array(tails), cache=caches)[:, -1]
+        logits = split.head(hidden).astype(mx.float32)
+    else:
+        logits = model(mx.array(tails), cache=caches)[:, -1].astype(mx.float32)
+    return np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True), dtype=np.float64)
+
+
 def _score_context_group(model: Any, split: HeadSplit | None, prefix_kv: list, tails: list[list[int]],
                          continuations: list[list[Sequence[int]]], max_batch_tokens: int) -> list[np.ndarray]:
     """lls of every continuation of a group of contexts whose tails have equal length (steps 2 and 3)."""
-    firsts = [(row, len(tails[0]) - 1, continuation[0]) for row, own in enumerate(continuations) for continuation in own]
     caches = _caches(prefix_kv, None, None)
-    first_lls = scored_log_probs(model, split, np.array(tails, dtype=np.int32), caches,
-                                 tuple(list(values) for values in zip(*firsts)))
+    end_log_probs = _context_end_log_probs(model, split, tails, caches)
     middle_kv = [cache.new for cache in caches]
     owners = [row for row, own in enumerate(continuations) for _ in own]
     flat = [continuation for own in continuations for continuation in own]
-    lls = first_lls.copy()
+    lls = np.array([end_log_probs[row, continuation[0]] for row, continuation in zip(owners, flat)])
     longer = [index for index, continuation in enumerate(flat) if len(continuation) > 1]
     kv_positions = prefix_kv[0][0].shape[2] + len(tails[0])
     for batch in plan_batches([len(flat[i]) - 1 for i in longer], max_batch_tokens,
