@@ -3,7 +3,7 @@
 Follows the reference scorer's arithmetic (anchor_your_ai.md §2) where it is sound and fixes
 it where it is not: every pattern is word-bounded and case-aware, and `Score.evidence` lists
 each hit with its span and contribution. The whole pattern set is ONE alternation
-(`patterns.COMBINED_RE`), walked once per document as three faster regexes (`combined_matches`).
+(`scanner.COMBINED_RE`), walked once per document as three faster regexes (`scanner.combined_matches`).
 
 Metadata rule, in order:
 1. `year` (or `date`/`publication_date`/`published`) sets the era; else the text's own date.
@@ -20,12 +20,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any, NamedTuple
 
 from yourai.scoring import patterns as P
+from yourai.scoring import scanner
 from yourai.scoring.metadata import (Metadata,
                                      parse_metadata)
 
@@ -138,37 +139,11 @@ def _url_hits(name: str, url: str, start: int, end: int, field_name: str) -> lis
     return hits
 
 
-def combined_matches(padded: str) -> Iterator[re.Match]:
-    """COMBINED_RE.finditer(padded), computed faster: the leftmost match of three streams, then past its end.
-
-    Streams in the alternation's priority order (free, bounded + exact on the text; folded keywords
-    on its lower case): at equal starts the earlier stream wins, as the earlier branch would.
-    """
-    lowered = padded.lower()
-    if len(lowered) != len(padded) or any(ch in padded for ch in P.UNSAFE_TO_LOWER):
-        yield from P.COMBINED_RE.finditer(padded)
-        return
-    streams = ((P.FREE_RE, padded), (P.BOUNDED_RE, padded), (P.FOLDED_RE, lowered))
-    pending = [regex.search(string) for regex, string in streams]
-    while True:
-        best = None
-        for match in pending:
-            if match is not None and (best is None or match.start() < best.start()):
-                best = match
-        if best is None:
-            return
-        yield best
-        end = best.end()
-        for index, (regex, string) in enumerate(streams):
-            if pending[index] is not None and pending[index].start() < end:
-                pending[index] = regex.search(string, end)
-
-
 def scan(text: str, field_name: str = "text") -> list[_Hit]:
     """All hits in one left-to-right pass (the text is prefixed by a newline so line patterns see line 1)."""
     hits: list[_Hit] = []
     padded = "\n" + text
-    for match in combined_matches(padded):
+    for match in scanner.combined_matches(padded):
         hits.extend(_classify(match, field_name, -1, padded))
     return hits
 
