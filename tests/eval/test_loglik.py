@@ -80,3 +80,26 @@ def test_plan_batches_keeps_padding_within_the_slack():
         real = sum(lengths[i] for i in batch)
         assert len(batch) * max(lengths[i] for i in batch) <= (1 + loglik.PAD_SLACK) * real or len(batch) == 1
     assert len(batches) > 1  # a budget of 1000 alone would have put every row in one batch
+
+
+def test_continuations_that_begin_alike_share_their_stem_and_score_the_same(tiny):
+    """Stems of 0, 1 and 3 shared tokens, a member that ends where the stem does, a one-token continuation."""
+    model, tokenizer = tiny
+    context = tqa.encode_pair(tokenizer, tqa.mc_context("Why?"), " x", False)[0]
+    other = tqa.encode_pair(tokenizer, tqa.mc_context("Who is it?"), " x", False)[0]
+    continuations = [[5, 6, 7, 8, 9], [5, 6, 7, 8, 11], [5, 6, 7, 12], [5, 13], [5, 6], [14, 15, 16], [14], [17, 18]]
+    requests = [(context, c) for c in continuations] + [(other, c) for c in continuations[:3]]
+    owners, flat = [0] * len(continuations), continuations
+    stems = {stem.tokens: stem.members for stem in loglik._stems(owners, flat)}
+    assert stems[(5,)] == (0, 1, 2, 3, 4) and stems[()] == (7,) and (14,) not in stems  # 14 alone has 1 token
+    lls = loglik.score_requests(model, requests, progress=False)
+    np.testing.assert_allclose(lls, one_forward_each(model, requests), atol=1e-4)
+    three = loglik._stems([0, 0, 0], continuations[:3])
+    assert three[0].tokens == (5, 6, 7)
+
+
+def test_waves_of_one_context_score_the_same(tiny, requests, monkeypatch):
+    model, _ = tiny
+    expected = loglik.score_requests(model, requests, progress=False)
+    monkeypatch.setattr(loglik, "WAVE_CONTEXTS", 1)  # no raggedness across contexts at all
+    np.testing.assert_allclose(loglik.score_requests(model, requests, progress=False), expected, atol=1e-5)

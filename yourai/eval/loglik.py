@@ -7,11 +7,14 @@ Every TruthfulQA context is the same few-shot primer plus a short question, and 
 the primer ~5,900 times. Here:
 
 1. the prefix common to all contexts (the primer) runs once; its per-layer keys/values are kept;
-2. contexts are grouped by the length of their own tail; a group's tails run as one batch on the
-   shared prefix (equal lengths: no padding, one RoPE offset) and their keys/values are kept;
-3. every continuation then runs on [prefix | its own context's tail], continuations of many
-   contexts batched together, sorted by length and right-padded (the causal mask keeps every pad
-   after every scored position, so no scored position attends a pad);
+2. contexts go in waves of a few hundred; a wave's tails run on the shared prefix, batched and
+   right-padded, and their keys/values are kept in a pool;
+3. continuations of one context that begin alike ("No, …", "The …") run their common first tokens
+   once, as a stem on [prefix | tail]; then every continuation runs its own tokens on
+   [prefix | its context's tail | its stem]. Rows of many contexts share a batch, sorted by
+   length and right-padded; each row gathers its own middle from the pool, with its own RoPE
+   offset and a mask that hides the unused middle slots (yourai.eval.kv_cache). Causal masks
+   keep every pad after every scored position, so no scored position attends a pad;
 4. the head runs only on positions whose next token is scored, in chunks (yourai.models.head).
 
 Models whose cache is not mlx-lm's plain KVCache (sliding windows, state-space layers) fall back
@@ -20,16 +23,19 @@ to whole rows, still batched across questions and still scoring only the continu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from yourai.eval.kv_cache import KVPool, layer_caches
 from yourai.models.head import HeadSplit, chunked_cross_entropy, split_head
 
 MAX_BATCH_TOKENS = 4096  # new positions per forward (rows x padded width): large enough for efficient matmuls
-MAX_BATCH_KV_POSITIONS = 2**17  # rows x (prefix + tail) per forward: bounds the keys/values gathered per layer
+MAX_BATCH_KV_POSITIONS = 2**17  # rows x (prefix + middle) per forward: bounds the keys/values joined per layer
+WAVE_CONTEXTS = 256  # contexts whose positions are kept for reuse at once (SmolLM2: ~50 MB of keys/values)
 PAD_SLACK = 0.1  # a batch's padding stays within 10 % of its real positions
 PAD_TOKEN_ID = 0  # any id: right padding sits after every scored position, so it is never attended
 
@@ -78,44 +84,6 @@ def prefill_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[mx.array
     return prefix_kv
 
 
-def _prefix_cache_class():
-    from mlx_lm.models.cache import KVCache
-
-    class PrefixCache(KVCache):
-        """One forward's cache: attends [shared prefix | per-row middle | this forward], keeps only this forward's.
-
-        A KVCache for everything the model asks of it (offset for RoPE, the causal mask); it never
-        copies the prefix into a per-row store, so a batch of many rows costs one layer's join at a time.
-        """
-
-        def __init__(self, prefix: tuple[mx.array, mx.array], middle: tuple[mx.array, mx.array] | None) -> None:
-            super().__init__()
-            self.prefix, self.middle = prefix, middle
-            self.offset = prefix[0].shape[2] + (middle[0].shape[2] if middle else 0)
-            self.new: tuple[mx.array, mx.array] | None = None
-
-        def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-            self.new = (keys, values)
-            return tuple(self._joined(part, new) for part, new in ((0, keys), (1, values)))
-
-        def _joined(self, part: int, new: mx.array) -> mx.array:
-            shared = self.prefix[part]
-            pieces = [mx.broadcast_to(shared, (new.shape[0], *shared.shape[1:]))]
-            pieces += [self.middle[part]] if self.middle else []
-            return mx.concatenate(pieces + [new], axis=2)
-
-    return PrefixCache
-
-
-def _caches(prefix_kv: list, middle_kv: list | None, rows: np.ndarray | None) -> list:
-    """A PrefixCache per layer; `rows` picks each batch row's middle (its context's tail)."""
-    prefix_cache = _prefix_cache_class()
-    if middle_kv is None:
-        return [prefix_cache(layer, None) for layer in prefix_kv]
-    index = mx.array(rows)
-    return [prefix_cache(layer, (keys[index], values[index])) for layer, (keys, values) in zip(prefix_kv, middle_kv)]
-
-
 def scored_log_probs(model: Any, split: HeadSplit | None, inputs: np.ndarray, cache: Any,
                      positions: tuple[list[int], list[int], list[int]]) -> np.ndarray:
     """log p(target | row, column) for the given (rows, columns, targets) only: the head skips every other position."""
@@ -136,48 +104,121 @@ def _padded(rows: Sequence[Sequence[int]]) -> np.ndarray:
     return inputs
 
 
-def _continuation_positions(continuations: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int]]:
-    """Row r's position j predicts its token j + 1 (the first token is scored from the context's end)."""
-    positions: tuple[list[int], list[int], list[int]] = ([], [], [])
-    for row, continuation in enumerate(continuations):
-        for column, target in enumerate(continuation[1:]):
-            for values, value in zip(positions, (row, column, target)):
-                values.append(value)
-    return positions
+@dataclass(frozen=True)
+class _Stem:
+    """Continuations of one context that begin alike: their common first tokens run once, as one row."""
+
+    owner: int  # the context's index in its wave
+    tokens: tuple[int, ...]  # the shared first tokens; empty for a continuation that shares nothing
+    members: tuple[int, ...]  # indices into the wave's continuations
 
 
-def _context_end_log_probs(model: Any, split: HeadSplit | None, tails: list[list[int]],
-                           caches: list) -> np.ndarray:
-    """log-softmax [G, V] at the last position of each tail: every first continuation token is read off it."""
+def _stems(owners: list[int], flat: list[Sequence[int]]) -> list[_Stem]:
+    """Each context's continuations grouped by first token; a group shares its longest common prefix, cut short
+    of every member's last token (a last token is scored, never an input). TruthfulQA: a fifth fewer positions."""
+    by_first: dict[tuple[int, int], list[int]] = {}
+    for index, (owner, continuation) in enumerate(zip(owners, flat)):
+        if len(continuation) > 1:
+            by_first.setdefault((owner, continuation[0]), []).append(index)
+    stems = []
+    for (owner, _), members in by_first.items():
+        rows = [flat[i] for i in members]
+        shared, limit = 0, min(len(row) for row in rows) - 1 if len(rows) > 1 else 0
+        while shared < limit and all(row[shared] == rows[0][shared] for row in rows):
+            shared += 1
+        stems.append(_Stem(owner, tuple(rows[0][:shared]), tuple(members)))
+    return stems
+
+
+def _add_scored(lls: np.ndarray, model: Any, split: HeadSplit | None, inputs: np.ndarray, caches: list,
+                entries: list[tuple[int, int, int, Sequence[int]]]) -> None:
+    """Score (row, column, target) entries and add each log-prob to every continuation listed with it."""
+    if not entries:
+        return
+    scored = scored_log_probs(model, split, inputs, caches, tuple(list(v) for v in zip(*entries))[:3])
+    for (_, _, _, owners), value in zip(entries, scored):
+        lls[list(owners)] += value
+
+
+class _Wave:
+    """Contexts scored together: their tails, stems and continuations each run in a few large batches."""
+
+    def __init__(self, model: Any, split: HeadSplit | None, prefix_kv: list, budget: int) -> None:
+        self.model, self.split, self.prefix_kv, self.budget = model, split, prefix_kv, budget
+        self.pool = KVPool(len(prefix_kv))
+
+    def tails(self, tails: list[list[int]], flat: list[Sequence[int]], owners: list[int], lls: np.ndarray) -> list:
+        """Run the tails on the prefix (right-padded, one RoPE offset); score every first token off each tail's end."""
+        places: list = [None] * len(tails)
+        for batch in plan_batches([len(tail) for tail in tails], self.budget):
+            caches = layer_caches(self.prefix_kv)
+            ends = _end_log_probs(self.model, self.split, _padded([tails[c] for c in batch]), caches,
+                                  [len(tails[c]) - 1 for c in batch])
+            row_of = {context: row for row, context in enumerate(batch)}
+            for index, owner in enumerate(owners):
+                if owner in row_of:
+                    lls[index] += ends[row_of[owner], flat[index][0]]
+            base, width = self.pool.add(caches)
+            for row, context in enumerate(batch):
+                places[context] = [base + row * width + t for t in range(len(tails[context]))]
+        return places
+
+    def run(self, rows: list[list[int]], middles: list[list[int]], targets: list[list[tuple[int, int, Sequence[int]]]],
+            lls: np.ndarray, keep: bool) -> list:
+        """Rows on [prefix | their middle positions]; targets per row: (column, token, continuations to credit).
+
+        With `keep`, the rows' positions join the pool after the whole stage (so every batch gathers
+        from one joined pool) and are returned per row.
+        """
+        places: list = [None] * len(rows)
+        kv_rows = max(1, MAX_BATCH_KV_POSITIONS // (self.prefix_kv[0][0].shape[2] + max(map(len, middles))))
+        kept = []
+        for batch in plan_batches([len(row) for row in rows], self.budget, kv_rows):
+            gathered, lengths = self.pool.gather([middles[i] for i in batch])
+            caches = layer_caches(self.prefix_kv, gathered, lengths)
+            entries = [(row, column, token, owners) for row, i in enumerate(batch) for column, token, owners in targets[i]]
+            _add_scored(lls, self.model, self.split, _padded([rows[i] for i in batch]), caches, entries)
+            kept += [(batch, caches)] if keep else []
+        for batch, caches in kept:
+            base, width = self.pool.add(caches)
+            for row, i in enumerate(batch):
+                places[i] = [base + row * width + t for t in range(len(rows[i]))]
+        return places
+
+
+def _end_log_probs(model: Any, split: HeadSplit | None, inputs: np.ndarray, caches: list,
+                   ends: list[int]) -> np.ndarray:
+    """log-softmax [rows, V] at each row's given position: every first continuation token is read off it."""
+    rows, columns = mx.array(np.arange(len(ends))), mx.array(np.array(ends))
     if split is not None:
-        hidden = split.hidden(mx.array(tails), cache=caches)[:, -1]
-        logits = split.head(hidden).astype(mx.float32)
+        logits = split.head(split.hidden(mx.array(inputs), cache=caches)[rows, columns]).astype(mx.float32)
     else:
-        logits = model(mx.array(tails), cache=caches)[:, -1].astype(mx.float32)
+        logits = model(mx.array(inputs), cache=caches)[rows, columns].astype(mx.float32)
     return np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True), dtype=np.float64)
 
 
-def _score_context_group(model: Any, split: HeadSplit | None, prefix_kv: list, tails: list[list[int]],
-                         continuations: list[list[Sequence[int]]], max_batch_tokens: int) -> list[np.ndarray]:
-    """lls of every continuation of a group of contexts whose tails have equal length (steps 2 and 3)."""
-    caches = _caches(prefix_kv, None, None)
-    end_log_probs = _context_end_log_probs(model, split, tails, caches)
-    middle_kv = [cache.new for cache in caches]
-    owners = [row for row, own in enumerate(continuations) for _ in own]
+def _score_wave(model: Any, split: HeadSplit | None, prefix_kv: list, tails: list[list[int]],
+                continuations: list[list[Sequence[int]]], budget: int) -> list[np.ndarray]:
+    """lls of every continuation of a wave of contexts (steps 2 and 3 of the module docstring)."""
+    owners = [context for context, own in enumerate(continuations) for _ in own]
     flat = [continuation for own in continuations for continuation in own]
-    lls = np.array([end_log_probs[row, continuation[0]] for row, continuation in zip(owners, flat)])
-    longer = [index for index, continuation in enumerate(flat) if len(continuation) > 1]
-    kv_positions = prefix_kv[0][0].shape[2] + len(tails[0])
-    for batch in plan_batches([len(flat[i]) - 1 for i in longer], max_batch_tokens,
-                              max(1, MAX_BATCH_KV_POSITIONS // kv_positions)):
-        chosen = [longer[i] for i in batch]
-        rows = [flat[i] for i in chosen]
-        caches = _caches(prefix_kv, middle_kv, np.array([owners[i] for i in chosen]))
-        positions = _continuation_positions(rows)
-        np.add.at(lls, np.array(chosen)[positions[0]], scored_log_probs(model, split, _padded([r[:-1] for r in rows]),
-                                                                        caches, positions))
-    sizes = np.cumsum([len(own) for own in continuations])[:-1]
-    return np.split(lls, sizes)
+    lls = np.zeros(len(flat))
+    wave = _Wave(model, split, prefix_kv, budget)
+    tail_places = wave.tails(tails, flat, owners, lls)
+    stems = _stems(owners, flat)
+    shared = [stem for stem in stems if stem.tokens]
+    stem_targets = [[(column, stem.tokens[column + 1], stem.members) for column in range(len(stem.tokens) - 1)]
+                    + [(len(stem.tokens) - 1, flat[m][len(stem.tokens)], (m,)) for m in stem.members] for stem in shared]
+    stem_places = wave.run([list(stem.tokens) for stem in shared], [tail_places[stem.owner] for stem in shared],
+                           stem_targets, lls, keep=True) if shared else []
+    place_of = {id(stem): places for stem, places in zip(shared, stem_places)}
+    leaves = [(stem, m) for stem in stems for m in stem.members if len(flat[m]) - 1 > len(stem.tokens)]
+    if leaves:
+        wave.run([list(flat[m][len(stem.tokens):-1]) for stem, m in leaves],
+                 [tail_places[stem.owner] + place_of.get(id(stem), []) for stem, _ in leaves],
+                 [[(column, flat[m][len(stem.tokens) + column + 1], (m,)) for column in range(len(flat[m]) - 1 - len(stem.tokens))]
+                  for stem, m in leaves], lls, keep=False)
+    return np.split(lls, np.cumsum([len(own) for own in continuations])[:-1])
 
 
 def score_full_rows(model: Any, split: HeadSplit | None, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
@@ -214,17 +255,13 @@ def score_requests(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[
         owned: dict[tuple[int, ...], list[int]] = {}
         for index, context in enumerate(contexts):
             owned.setdefault(context, []).append(index)
-        by_tail: dict[int, list[tuple[int, ...]]] = {}
-        for context in owned:
-            by_tail.setdefault(len(context) - prefix_len, []).append(context)
+        ordered = sorted(owned, key=len)  # similar tails share a wave: less padding
         lls = np.zeros(len(requests), dtype=np.float64)
-        for tail_len, group in sorted(by_tail.items()):
-            step = max(1, budget // tail_len)
-            for start in range(0, len(group), step):
-                part = group[start : start + step]
-                own = [[requests[i][1] for i in owned[context]] for context in part]
-                for context, values in zip(part, _score_context_group(model, split, prefix_kv,
-                                                                      [list(c[prefix_len:]) for c in part], own, budget)):
-                    lls[owned[context]] = values
-                bar.update(sum(len(owned[context]) for context in part))
+        for start in range(0, len(ordered), WAVE_CONTEXTS):
+            wave = ordered[start : start + WAVE_CONTEXTS]
+            own = [[requests[i][1] for i in owned[context]] for context in wave]
+            values = _score_wave(model, split, prefix_kv, [list(c[prefix_len:]) for c in wave], own, budget)
+            for context, scores in zip(wave, values):
+                lls[owned[context]] = scores
+            bar.update(sum(len(owned[context]) for context in wave))
     return lls
