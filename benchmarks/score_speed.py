@@ -1,147 +1,167 @@
-"""Scorer speed and separation on the ../shared corpora: ours vs a per-pattern peer, same run.
+"""Scorer speed and separation on the ../shared corpora: yourai vs the anchor's own citation_scorer.py, same run.
 
-The peer is a re-implementation, from its published description (anchor_your_ai.md §2), of
-the reference scorer's approach: one regex search per pattern and substring institution
-markers. It is not the reference's code; it stands in for it so the ratio is measured here.
-Prints documents/s, MB/s (single process and all cores), peak RSS, and ROC AUC (primary =
-phil_trans + gutenberg field reports, consensus = medquad NIH) beside the reference's figures.
+The anchor (arosboro/your_ai) is imported from a path you give — a checkout of the repository or
+its `python/src/citation_scorer.py` — and never copied here. Both score the same documents with
+the same metadata (`score_document(text, metadata=record)` there, `score(text, record)` here),
+single process and on all cores. Arms alternate over `--repeats`; a second yourai arm in every
+repeat (A/A) shows the noise floor. Rates are printed by wall clock and by CPU time (the latter
+stays meaningful when other jobs share the cores). Target: >= 20x the anchor, single process.
 
-    python benchmarks/score_speed.py [--corpora DIR] [--workers N]
+    python benchmarks/score_speed.py --anchor ../your_ai [--repeats 3] [--workers N] [--limit DOCS]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import importlib.util
 import os
-import re
 import resource
+import statistics
+import sys
 import time
-from collections.abc import Callable
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
 
-from yourai.paths import shared_dir
 from yourai.notebook.scoring_tables import load_corpora
-from yourai.scoring import Rejected, score_many
+from yourai.paths import shared_dir
+from yourai.scoring import Rejected, score, score_many
 from yourai.stats import roc_auc
 
-REFERENCE_MB_S, REFERENCE_DOCS_S = 0.73, 107  # anchor_your_ai.md §2, measured on this machine kind
-REFERENCE_AUC_AUTHORITY, REFERENCE_AUC_ENTROPY = 0.787, 0.999
+TARGET = 20.0
 PRIMARY = ("phil_trans_1665_1869", "gutenberg_science_fieldreports")
 CONSENSUS = ("medquad_nih_consensus",)
-
-# ---- the per-pattern peer (the anchor's approach, from its description) -------------------
-PEER_CITATIONS = [r"\[\d+\]", r"\(\w+,? \d{4}\)", r"\(\w+ et al\.?,? \d{4}\)", r"\[\w+ \d{4}\]",
-                  r"ibid|op\. cit|loc\. cit", r"^\s*\d+\.\s+\w+.*?\d{4}"]
-PEER_INSTITUTIONS = {"nature": .35, "science": .35, "lancet": .35, "nejm": .35, "new england journal": .35,
-                     "who": .30, "cdc": .30, "fda": .30, "nih": .30, ".gov": .25, "government": .25,
-                     "official": .20, "university": .20, "institute": .18, "academy": .18, "journal": .15,
-                     "peer-reviewed": .15, "proceedings": .15, "wikipedia": .10, "news": .08, "media": .08,
-                     "blog": .05, "social media": .05}
-PEER_CONSENSUS = ["widely accepted", "experts agree", "scientific consensus", "established fact",
-                  "well-established", "mainstream view", "generally accepted", "overwhelming evidence",
-                  "settled science", "according to experts", "studies show", "research confirms"]
-PEER_PRIMARY = ["patent", "lab notebook", "laboratory notebook", "experiment", "experimental", "measurement",
-                "observation", "field notes", "original research", "firsthand", "first-hand", "primary source",
-                "original document", "manuscript", "archive", "archival", "oral history", "interview",
-                "correspondence", "letter", "diary", "journal entry", "logbook", "specimen", "sample",
-                "photograph", "scan", "facsimile"]
-PEER_TYPES = {"patent": ["patent"], "lab_notebook": ["notebook", "experiment"], "measurement": ["measure"],
-              "archive": ["archive", "manuscript"], "oral_history": ["interview", "correspondence", "letter"],
-              "academic_paper": ["abstract", "introduction", "references"], "textbook": ["textbook", "chapter"],
-              "news": ["news", "reporter"], "wiki": ["wikipedia", "wiki"], "government": ["government", "agency"],
-              "blog": ["blog"]}
-_PEER_CITE_RES = [re.compile(p, re.I | re.M) for p in PEER_CITATIONS]
-_PEER_PRIMARY_RES = [re.compile(rf"\b{re.escape(p)}\b", re.I) for p in PEER_PRIMARY]
-_PEER_TYPE_RES = {t: [re.compile(re.escape(w), re.I) for w in ws] for t, ws in PEER_TYPES.items()}
+ANCHOR_FILE = Path("python") / "src" / "citation_scorer.py"
+_anchor = None  # the anchor module inside a pool worker
 
 
-def peer_score(record: dict) -> tuple[float, float]:
-    """(authority, entropy) the per-pattern way: one search per pattern, substring markers."""
-    text, year = record["text"], record.get("year")
-    lower = (text + " " + str(record.get("source", "")) + " " + str(record.get("url_or_origin", ""))).lower()
-    citations = sum(len(r.findall(text)) for r in _PEER_CITE_RES)
-    institutional = min(0.35, max((w for m, w in PEER_INSTITUTIONS.items() if m in lower), default=0.0))
-    consensus = sum(text.lower().count(p) for p in PEER_CONSENSUS)
-    primary = sum(len(r.findall(text)) for r in _PEER_PRIMARY_RES)
-    counts = {t: sum(len(r.findall(text)) for r in rs) for t, rs in _PEER_TYPE_RES.items()}
-    age = 0.0 if year is None else (-0.15 if year < 1970 else 0.15 if year >= 1995 else 0.0)
-    authority = 0.3 + min(0.25, 0.05 * math.log10(citations + 1)) + institutional + min(0.2, 0.1 * consensus) \
-        + age - min(0.45, 0.15 * primary)
-    total = sum(counts.values())
-    h = -sum(c / total * math.log2(c / total) for c in counts.values() if c) if total else 0.0
-    base = 1.5 if year is None or year >= 1995 else (5.5 if year < 1970 else 3.5)
-    entropy = base + h + min(2.0, 0.5 * primary) + min(1.5, 0.3 * sum(1 for c in counts.values() if c)) \
-        - 1.5 * institutional - min(1.0, 0.4 * consensus)
-    return min(max(authority, 0.0), 0.99), max(0.0, entropy)
+def anchor_file(path: str) -> Path:
+    """The anchor's citation_scorer.py from a repository checkout, its folder, or the file itself."""
+    given = Path(path).expanduser()
+    for candidate in (given, given / ANCHOR_FILE, given / "citation_scorer.py"):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit(f"--anchor {path}: no citation_scorer.py there (looked for {given / ANCHOR_FILE})")
 
 
-# ---- measurement ---------------------------------------------------------------------------
+def load_anchor(path: Path):
+    """Import the anchor's module from its file (stdlib only), under a name that cannot shadow ours."""
+    spec = importlib.util.spec_from_file_location("anchor_citation_scorer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def timed(label: str, fn: Callable[[], list], n_docs: int, size_mb: float) -> tuple[list, float, float]:
-    """Run fn once; print docs/s and MB/s by wall clock and by CPU time (self + workers).
+def _init_worker(path: str) -> None:
+    global _anchor
+    _anchor = load_anchor(Path(path))
 
-    CPU-time rates stay meaningful when other jobs share the cores (load average printed);
-    the wall-clock rate is what a user sees on an idle machine only.
-    """
-    start_s, cpu0 = time.perf_counter(), os.times()
-    results = fn()
-    wall_s, cpu1 = time.perf_counter() - start_s, os.times()
-    cpu_s = (cpu1.user + cpu1.system + cpu1.children_user + cpu1.children_system
-             - cpu0.user - cpu0.system - cpu0.children_user - cpu0.children_system)
-    print(f"{label:38s} wall {n_docs / wall_s:6.0f} docs/s {size_mb / wall_s:6.2f} MB/s | "
-          f"CPU {size_mb / cpu_s:6.2f} MB/s per core-second  ({wall_s:.2f} s wall, {cpu_s:.2f} s CPU)")
-    return results, size_mb / wall_s, size_mb / cpu_s
+
+def _anchor_chunk(records: list[dict]) -> list[tuple[float, float]]:
+    results = [_anchor.score_document(r["text"], r) for r in records]
+    return [(r.authority_weight, r.provenance_entropy) for r in results]
+
+
+def anchor_all_cores(path: Path, records: list[dict], workers: int) -> list[tuple[float, float]]:
+    """The anchor on every core: the same process pool shape our score_many uses (chunks of 64)."""
+    chunks = [records[i : i + 64] for i in range(0, len(records), 64)]
+    with get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(str(path),)) as pool:
+        return [pair for chunk in pool.imap(_anchor_chunk, chunks) for pair in chunk]
+
+
+def _cpu_s() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(function: Callable[[], list]) -> tuple[list, float, float]:
+    """(result, wall seconds, CPU seconds of this process and its finished children)."""
+    wall, cpu = time.perf_counter(), _cpu_s()
+    result = function()
+    return result, time.perf_counter() - wall, _cpu_s() - cpu
 
 
 def separation(pairs_by_corpus: dict[str, list[tuple[float, float]]]) -> tuple[float, float]:
     """(authority AUC: consensus above primary, entropy AUC: primary above consensus)."""
-    prim = [p for name in PRIMARY for p in pairs_by_corpus[name]]
-    cons = [p for name in CONSENSUS for p in pairs_by_corpus[name]]
-    return (roc_auc([a for a, _ in cons], [a for a, _ in prim]),
-            roc_auc([e for _, e in prim], [e for _, e in cons]))
+    primary = [p for name in PRIMARY for p in pairs_by_corpus.get(name, [])]
+    consensus = [p for name in CONSENSUS for p in pairs_by_corpus.get(name, [])]
+    if not primary or not consensus:
+        return float("nan"), float("nan")
+    return (roc_auc([a for a, _ in consensus], [a for a, _ in primary]),
+            roc_auc([e for _, e in primary], [e for _, e in consensus]))
 
 
-def peak_rss_mb() -> tuple[float, float]:
-    """Peak RSS of this process and of its largest finished child (Linux reports KiB)."""
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+def by_corpus(corpora: dict[str, list[dict]], pairs: list[tuple[float, float]]) -> dict[str, list[tuple[float, float]]]:
+    out, start = {}, 0
+    for name, records in corpora.items():
+        out[name], start = pairs[start : start + len(records)], start + len(records)
+    return out
+
+
+def run_arms(arms: dict[str, Callable[[], list]], repeats: int, size_mb: float) -> tuple[dict, dict]:
+    """Every arm once per repeat, order reversed every other repeat; MB/s by wall and by CPU per arm."""
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in arms}
+    results: dict[str, list] = {}
+    for repeat in range(repeats):
+        for name in (list(arms) if repeat % 2 == 0 else list(reversed(arms))):
+            results[name], wall_s, cpu_s = timed(arms[name])
+            rates[name].append((size_mb / wall_s, size_mb / cpu_s))
+            print(f"  repeat {repeat} {name:34s} {size_mb / wall_s:7.2f} MB/s wall  {size_mb / cpu_s:7.2f} MB/s CPU", flush=True)
+    return rates, results
+
+
+def median_rates(rates: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--anchor", required=True, help="a checkout of arosboro/your_ai, or its citation_scorer.py")
     parser.add_argument("--corpora", default=str(shared_dir() / "data" / "corpora"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="score only every k-th document so about this many remain")
     args = parser.parse_args()
+    path = anchor_file(args.anchor)
+    anchor = load_anchor(path)
     corpora = load_corpora(args.corpora)
+    if args.limit:
+        step = max(1, sum(len(rs) for rs in corpora.values()) // args.limit)
+        corpora = {name: rs[::step] for name, rs in corpora.items()}
     records = [r for rs in corpora.values() for r in rs]
     size_mb = sum(len(r["text"].encode("utf-8")) for r in records) / 1e6
-    print(f"{len(records)} documents, {size_mb:.1f} MB of text, {len(corpora)} corpora, {os.cpu_count()} cores\n")
-    print(f"load average at start: {os.getloadavg()[0]:.1f}")
-    _, peer_mb_s, peer_cpu = timed("peer (one search per pattern), 1 proc", lambda: [peer_score(r) for r in records],
-                         len(records), size_mb)
-    ours, ours_mb_s, ours_cpu = timed("ours (one pass), 1 process", lambda: list(score_many(records, workers=1)),
-                            len(records), size_mb)
-    _, all_mb_s, all_cpu = timed(f"ours (one pass), {args.workers} processes",
-                        lambda: list(score_many(records, workers=args.workers)), len(records), size_mb)
-    assert not any(isinstance(r, Rejected) for r in ours), "a shared record was rejected"
-    print(f"\nspeed-up vs peer, same run:     {ours_mb_s / peer_mb_s:5.1f}× (1 proc)  {all_mb_s / peer_mb_s:5.1f}× (all cores)")
-    print(f"speed-up by CPU time:           {ours_cpu / peer_cpu:5.1f}× (1 proc); all cores, if idle, "
-          f"≈ {min(args.workers, os.cpu_count() or 1) * all_cpu:.1f} MB/s")
-    print(f"vs reference's {REFERENCE_MB_S} MB/s:       {ours_mb_s / REFERENCE_MB_S:5.1f}× (1 proc)  "
-          f"{all_mb_s / REFERENCE_MB_S:5.1f}× (all cores)")
-    self_mb, child_mb = peak_rss_mb()
-    print(f"peak RSS: main {self_mb:.0f} MB, largest worker {child_mb:.0f} MB")
-    by_corpus, start = {}, 0
-    for name, rs in corpora.items():
-        by_corpus[name] = [(s.authority_weight, s.provenance_entropy) for s in ours[start:start + len(rs)]]
-        start += len(rs)
-    peer_by_corpus = {name: [peer_score(r) for r in corpora[name]] for name in (*PRIMARY, *CONSENSUS)}
+    print(f"anchor: {path}\n{len(records)} documents, {size_mb:.1f} MB, {len(corpora)} corpora, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+
+    def ours() -> list:
+        return [(s.authority_weight, s.provenance_entropy) for s in score_many(records, workers=1)]
+
+    single = {"anchor score_document, 1 process": lambda: [(r.authority_weight, r.provenance_entropy) for r in
+                                                           (anchor.score_document(x["text"], x) for x in records)],
+              "yourai score, 1 process": ours, "yourai score, 1 process (A/A)": ours}
+    cores = {f"anchor, {args.workers} processes": lambda: anchor_all_cores(path, records, args.workers),
+             f"yourai, {args.workers} processes": lambda: [(s.authority_weight, s.provenance_entropy)
+                                                          for s in score_many(records, workers=args.workers)]}
+    rates, results = run_arms(single, args.repeats, size_mb)
+    core_rates, _ = run_arms(cores, args.repeats, size_mb)
+    assert not any(isinstance(s, Rejected) for s in score_many(records[:50], workers=1)), "a shared record was rejected"
+    (anchor_wall, anchor_cpu), (ours_wall, ours_cpu), (twin_wall, twin_cpu) = (median_rates(v) for v in rates.values())
+    (anchor_all, _), (ours_all, _) = (median_rates(v) for v in core_rates.values())
+    print(f"\nmedians over {args.repeats} repeats (MB/s, wall | CPU):")
+    print(f"  anchor 1 process {anchor_wall:7.2f} | {anchor_cpu:6.2f}    yourai 1 process {ours_wall:7.2f} | {ours_cpu:6.2f}")
+    print(f"  anchor all cores {anchor_all:7.2f}          yourai all cores {ours_all:7.2f}")
+    print(f"speed-up, 1 process: {ours_wall / anchor_wall:5.1f}x wall, {ours_cpu / anchor_cpu:5.1f}x CPU   (target >= {TARGET:.0f}x)")
+    print(f"speed-up, all cores: {ours_all / anchor_all:5.1f}x wall; yourai all cores vs anchor 1 process: "
+          f"{ours_all / anchor_wall:5.1f}x")
+    print(f"A/A (two identical yourai arms): {twin_wall / ours_wall:.2f}x wall, {twin_cpu / ours_cpu:.2f}x CPU; "
+          f"yourai 1-process spread {min(r[0] for r in rates['yourai score, 1 process']):.2f}–"
+          f"{max(r[0] for r in rates['yourai score, 1 process']):.2f} MB/s")
+    ours_auc = separation(by_corpus(corpora, results["yourai score, 1 process"]))
+    anchor_auc = separation(by_corpus(corpora, results["anchor score_document, 1 process"]))
     print("\nROC AUC (primary vs consensus)   authority  entropy")
-    print(f"  ours                            {separation(by_corpus)[0]:8.3f} {separation(by_corpus)[1]:8.3f}")
-    print(f"  peer (same run)                 {separation(peer_by_corpus)[0]:8.3f} {separation(peer_by_corpus)[1]:8.3f}")
-    print(f"  reference (published)           {REFERENCE_AUC_AUTHORITY:8.3f} {REFERENCE_AUC_ENTROPY:8.3f}")
+    print(f"  yourai                          {ours_auc[0]:8.3f} {ours_auc[1]:8.3f}")
+    print(f"  anchor (its code, same run)     {anchor_auc[0]:8.3f} {anchor_auc[1]:8.3f}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,59 +1,59 @@
-"""Training throughput and peak RSS: `yourai train` vs `mlx_lm.lora` on the same model, data and shapes.
+"""Training throughput and peak RSS: `yourai` vs `mlx_lm.lora` on the same base, data, shapes and LoRA settings.
 
-Each arm runs in its own fresh process (so peak RSS is that arm's alone), arms alternate, and we
-report medians over repeats. Both arms train LoRA (same rank, scale, layers, learning rate, AdamW)
-on the same text-only dataset with the same batch size and max sequence length; both processes
-import yourai first, so both use the same BLAS. Tokens are counted as mlx-lm counts them (every
-real token of every trained sequence), over the steady-state steps only (compilation excluded),
-with validation time excluded in both.
+Both arms train LoRA (rank 8, scale 20, dropout 0, every layer, AdamW at a constant 1e-5, no clipping)
+on the same float32 base — the model as given, dequantized first if it is quantized, since MLX's
+quantized matmul is not the CPU fast path — and the same text-only dataset, batch and maximum
+sequence length. Each run is a fresh process (so peak RSS is that arm's alone); arms alternate
+over `--repeats` and we report medians. A second, identical `yourai plain` arm (A/A) is the noise
+floor. Tokens are counted as mlx-lm counts them (every real token of every sequence; padding never
+counts) over the steady-state steps only (compilation excluded).
 
-Achieved FLOP/s uses the LoRA estimate 4 * N_matmul per token (forward 2N, input gradients 2N; the
-frozen base needs no weight gradients; attention scores ignored) against an MLX float32 matmul
-ceiling measured in the same run. Targets: >= 1.10x mlx-lm tokens/s, <= 1.0x its peak RSS.
+Achieved FLOP/s uses the LoRA estimate 4 x N per token (forward 2N, input gradients 2N; N = every
+matmul weight incl. the output head; attention scores ignored), against an fp32 1024² matmul
+ceiling measured in this run. Targets: >= 1.25x mlx-lm tokens/s, <= 0.7x its peak RSS, >= 50 % of
+the ceiling. The quantized base is timed too (few steps, small shapes) as users would run it on
+Metal; on the CPU it is not the fast path, and the script says so.
 
-With ``--aa`` a second, identical ``yourai plain`` arm runs too: its ratio to the first is the
-noise floor of this machine (an A/A check), to judge the other ratios by.
-
-    python benchmarks/train_throughput.py [--repeats 3] [--steps 30] [--batch 8] [--seq 256] [--aa]
+    python benchmarks/train_throughput.py --model smollm2-135m-instruct [--repeats 3] [--steps 12]
+    python benchmarks/train_throughput.py --model default --steps 30 --batch 8 --seq 256
 """
 
 from __future__ import annotations
 
+import yourai  # noqa: F401  (OpenBLAS before mlx)
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import yourai  # noqa: F401  (OpenBLAS before mlx)
-
-SKIP_STEPS = 5  # compile and allocator warm-up, excluded from tokens/s
-REPORT_EVERY = 5  # mlx-lm reports tokens/s per window of this many steps
-TARGET_SPEED, TARGET_RSS = 1.10, 1.0
-MATMUL_SIZE = 512
+TARGET_SPEED, TARGET_RSS, TARGET_CEILING = 1.25, 0.70, 0.50
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}
-AA_ARM = "yourai plain A/A"
+ARMS = ("yourai plain", "yourai weighted", "mlx_lm.lora", "yourai plain A/A")
 
 OURS = r'''
-import json, resource, sys, statistics
+import json, resource, sys
 import yourai
 from yourai.config import load_config
 from yourai.train import Trainer, TrainingCallback
 a = json.loads(sys.argv[1])
 class Rate(TrainingCallback):
     def __init__(self): self.rows = []
-    def on_step_end(self, step, m): self.rows.append((m["tokens"] + m["micro_batch"], m["step_time_s"]))
-cfg = load_config(None, {"train.steps": a["steps"], "train.batch_size": a["batch"], "train.max_seq_length": a["seq"],
-    "train.learning_rate": 1e-5, "train.warmup_steps": 0, "train.min_lr_ratio": 1.0, "train.weight_decay": 0.0,
-    "train.grad_clip": 0.0, "train.eval_every": 10**6, "train.val_batches": 1, "train.save_every": 10**6,
-    "loss.objective": a["objective"], "train.lora.rank": 8, "train.lora.scale": 20.0})
+    def on_step_end(self, step, m): self.rows.append((m["tokens"] + m["micro_batch"], m["step_time_s"], m.get("padding_fraction")))
+overrides = {"model.path": a["model"], "train.steps": a["steps"], "train.batch_size": a["batch"],
+    "train.max_seq_length": a["seq"], "train.learning_rate": 1e-5, "train.warmup_steps": 0, "train.min_lr_ratio": 1.0,
+    "train.weight_decay": 0.0, "train.grad_clip": 0.0, "train.eval_every": 10**6, "train.val_batches": 1,
+    "train.save_every": 10**6, "loss.objective": a["objective"], "train.lora.rank": 8, "train.lora.scale": 20.0,
+    "train.lora.dropout": 0.0, "train.lora.num_layers": -1, **a.get("extra", {})}
 rate = Rate()
-Trainer(cfg, a["out"], data_dir=a["data"], callbacks=[rate], progress=False).fit()
-steady = rate.rows[a["skip"]:]
-print(json.dumps({"tokens_per_s": sum(t for t, _ in steady) / sum(s for _, s in steady),
+Trainer(load_config(None, overrides), a["out"], data_dir=a["data"], callbacks=[rate], progress=False).fit()
+steady = rate.rows[a["skip"]:] or rate.rows[-1:]
+pads = [p for _, _, p in steady if p is not None]
+print(json.dumps({"tokens_per_s": sum(t for t, _, _ in steady) / sum(s for _, s, _ in steady),
+                  "padding_fraction": sum(pads) / len(pads) if pads else None,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -62,13 +62,12 @@ import json, resource, sys, types
 import yourai
 from mlx_lm import lora
 from mlx_lm.tuner.callbacks import TrainingCallback
-from yourai.models import ensure_default_model
 a = json.loads(sys.argv[1])
 class Rate(TrainingCallback):
     def __init__(self): self.rows = []
     def on_train_loss_report(self, info): self.rows.append((info["iteration"], info["tokens_per_second"]))
 args = dict(lora.CONFIG_DEFAULTS)
-args.update(model=str(ensure_default_model()), train=True, data=a["data"], fine_tune_type="lora", optimizer="adamw",
+args.update(model=a["model"], train=True, data=a["data"], fine_tune_type="lora", optimizer="adamw",
             optimizer_config={"adamw": {"weight_decay": 0.0}}, num_layers=-1, batch_size=a["batch"], iters=a["steps"],
             val_batches=1, learning_rate=1e-5, steps_per_report=a["every"], steps_per_eval=10**6, save_every=10**6,
             adapter_path=a["out"], max_seq_length=a["seq"], lora_parameters=a["lora"], seed=0, report_to=None,
@@ -79,10 +78,43 @@ ns = types.SimpleNamespace(**args)
 model, tokenizer = lora.load(ns.model)
 train_set, valid_set, _ = lora.load_dataset(ns, tokenizer)
 lora.train_model(ns, model, train_set, valid_set, rate)  # lora.run() drops a passed callback (0.32.2)
-steady = [t for it, t in rate.rows if it > a["skip"]]
+steady = [t for it, t in rate.rows if it > a["skip"]] or [t for _, t in rate.rows[-1:]]
 print(json.dumps({"tokens_per_s": sum(steady) / len(steady),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
+
+
+def resolve(name: str) -> str:
+    """A directory mlx_lm.load opens: 'default' and packaged names through yourai's loader, else as given."""
+    from yourai.models import load as loader
+
+    if hasattr(loader, "resolve_model"):  # packaged names (smollm2-135m-instruct) import on first use
+        return loader.resolve_model(name)
+    return str(loader.ensure_default_model()) if name in ("default", "") else name
+
+
+def float_base(source: str, out: Path) -> tuple[str, bool, int]:
+    """(float32 base both trainers load, whether the source was quantized, matmul weights per token)."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm import load
+    from mlx_lm.utils import dequantize_model, save_config, save_model
+
+    model, tokenizer, config = load(source, return_config=True)
+    quantized = any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
+    path = source
+    if quantized:
+        model = dequantize_model(model)
+        for key in ("quantization", "quantization_config"):
+            config.pop(key, None)
+        path = str(out / "float-base")
+        save_model(path, model)
+        save_config(config, Path(path) / "config.json")
+        tokenizer.save_pretrained(path)
+    weights = dict(tree_flatten(model.parameters()))
+    matmul = sum(v.size for k, v in weights.items() if k.endswith(".weight") and v.ndim == 2 and "embed" not in k)
+    tied = "lm_head.weight" not in weights
+    return path, quantized, matmul + (model.model.embed_tokens.weight.size if tied else 0)
 
 
 def text_dataset(out: Path) -> Path:
@@ -100,15 +132,22 @@ def text_dataset(out: Path) -> Path:
     return plain
 
 
-def run_arm(code: str, params: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(params)], capture_output=True, text=True, check=False)
+def run_arm(code: str, params: dict, timeout_s: float | None = None) -> dict | None:
+    """One arm in a fresh process; None when it ran past `timeout_s`."""
+    try:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(params)], capture_output=True, text=True,
+                              check=False, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def matmul_ceiling_flops(size: int = MATMUL_SIZE, repeats: int = 20) -> float:
-    """Sustained float32 matmul FLOP/s on this machine through MLX (the roofline we compare against)."""
+def matmul_ceiling_flops(size: int = 1024, repeats: int = 10) -> float:
+    """Sustained fp32 matmul FLOP/s through MLX on this machine, now (the roofline we compare against)."""
+    import time
+
     import mlx.core as mx
 
     a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
@@ -119,61 +158,83 @@ def matmul_ceiling_flops(size: int = MATMUL_SIZE, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def matmul_params() -> int:
-    """Weights every token multiplies through: all Linear layers plus the (tied) output projection."""
-    from mlx.utils import tree_flatten
+def report(results: dict[str, list[dict]], flops_per_token: float, ceiling: float) -> None:
+    medians = {arm: {k: statistics.median(r[k] for r in rows) for k in ("tokens_per_s", "peak_rss_mb")}
+               for arm, rows in results.items() if rows}
+    peer, ours = medians["mlx_lm.lora"], medians["yourai plain"]
+    print(f"\nmatmul ceiling {ceiling / 1e9:.1f} GFLOP/s (fp32 1024²); LoRA estimate {flops_per_token / 1e6:.0f} MFLOP/token")
+    for arm, m in medians.items():
+        achieved = m["tokens_per_s"] * flops_per_token
+        rates = [r["tokens_per_s"] for r in results[arm]]
+        print(f"{arm:18s} {m['tokens_per_s']:8.1f} tokens/s {m['tokens_per_s'] / peer['tokens_per_s']:5.2f}x  "
+              f"peak RSS {m['peak_rss_mb']:6.0f} MB {m['peak_rss_mb'] / peer['peak_rss_mb']:5.2f}x  "
+              f"{achieved / ceiling:6.1%} of ceiling  (repeats {min(rates):.1f}–{max(rates):.1f})")
+    pads = [r["padding_fraction"] for r in results["yourai plain"] if r.get("padding_fraction") is not None]
+    if pads:
+        print(f"yourai padding: {statistics.median(pads):.1%} of computed positions (tokens/s counts real tokens only)")
+    print(f"\ntargets: speed >= {TARGET_SPEED:.2f}x -> {ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x; "
+          f"RSS <= {TARGET_RSS:.2f}x -> {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x; ceiling >= {TARGET_CEILING:.0%} "
+          f"-> {ours['tokens_per_s'] * flops_per_token / ceiling:.1%}")
+    twin = medians["yourai plain A/A"]
+    print(f"A/A (identical yourai arms): {twin['tokens_per_s'] / ours['tokens_per_s']:.2f}x tokens/s, "
+          f"{twin['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x RSS")
 
-    from yourai.models import load_model
 
-    model, _ = load_model()
-    linear = sum(v.size for k, v in tree_flatten(model.parameters()) if k.endswith(".weight") and v.ndim == 2 and "embed" not in k)
-    return linear + model.model.embed_tokens.weight.size
+def quantized_arm(source: str, common: dict, args: argparse.Namespace, tmp: Path) -> None:
+    """The quantized base as users run it on Metal: few steps, small shapes; on the CPU it is the slow path."""
+    from yourai.config import Config
+    from yourai.hardware import mlx_backend
+
+    extra = {"model.dequantize": "never"} if hasattr(Config().model, "dequantize") else {}
+    params = {**common, "model": source, "objective": "plain", "out": str(tmp / "quantized"), "extra": extra,
+              "steps": args.quantized_steps, "skip": 1, "batch": args.quantized_batch, "seq": args.quantized_seq}
+    row = run_arm(OURS, params, timeout_s=args.quantized_timeout)
+    where = "Metal's path; on this CPU backend it is NOT the fast path" if mlx_backend() == "cpu" else "the path Metal users run"
+    shape = f"batch {args.quantized_batch} x {args.quantized_seq}, {args.quantized_steps} steps"
+    if row is None:
+        print(f"\nquantized base ({shape}): did not finish in {args.quantized_timeout:.0f} s — {where}")
+    else:
+        print(f"\nquantized base ({shape}): {row['tokens_per_s']:.1f} tokens/s, peak RSS {row['peak_rss_mb']:.0f} MB — {where}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="'default', a packaged name (smollm2-135m-instruct) or a model dir")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--skip", type=int, default=2, help="first steps left out of tokens/s (compilation)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--aa", action="store_true", help="add a second 'yourai plain' arm (A/A noise check)")
+    parser.add_argument("--quantized-steps", type=int, default=3)
+    parser.add_argument("--quantized-batch", type=int, default=1)
+    parser.add_argument("--quantized-seq", type=int, default=64)
+    parser.add_argument("--quantized-timeout", type=float, default=300.0)
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {"yourai plain": [], "yourai weighted": [], "mlx_lm.lora": []}
-    if args.aa:
-        results[AA_ARM] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        data = text_dataset(Path(tmp))
-        common = {"data": str(data), "steps": args.steps, "batch": args.batch, "seq": args.seq, "skip": SKIP_STEPS}
+    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        source = resolve(args.model)
+        base, was_quantized, matmul_weights = float_base(source, tmp)
+        data = text_dataset(tmp)
+        common = {"model": base, "data": str(data), "steps": args.steps, "batch": args.batch, "seq": args.seq,
+                  "skip": args.skip}
+        print(f"base {base} ({'dequantized from ' + source if was_quantized else 'float as given'}); "
+              f"batch {args.batch} x {args.seq}, {args.steps} steps ({args.skip} skipped), load average {os.getloadavg()[0]:.1f}")
         for repeat in range(args.repeats):
-            order = list(results) if repeat % 2 == 0 else list(reversed(results))  # alternate arm order
-            for arm in order:
-                out = str(Path(tmp) / f"{arm.replace(' ', '_')}-{repeat}")
+            for arm in (ARMS if repeat % 2 == 0 else tuple(reversed(ARMS))):  # alternate arm order
+                out = str(tmp / f"{arm.replace(' ', '_').replace('/', '')}-{repeat}")
                 if arm == "mlx_lm.lora":
-                    row = run_arm(PEER, {**common, "out": out, "every": REPORT_EVERY, "lora": LORA})
+                    row = run_arm(PEER, {**common, "out": out, "every": 1, "lora": LORA})
                 else:
-                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]})  # A/A arm: "plain"
+                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]})
                 results[arm].append(row)
-                print(f"  repeat {repeat} {arm:16s} {row['tokens_per_s']:8.0f} tokens/s  peak RSS {row['peak_rss_mb']:6.0f} MB")
-    ceiling = matmul_ceiling_flops()
-    flops_per_token = 4 * matmul_params()
-    medians = {arm: {k: statistics.median(r[k] for r in rows) for k in ("tokens_per_s", "peak_rss_mb")} for arm, rows in results.items()}
-    peer = medians["mlx_lm.lora"]
-    print(f"\nmatmul ceiling {ceiling / 1e9:.1f} GFLOP/s (float32 {MATMUL_SIZE}^3); LoRA estimate {flops_per_token / 1e6:.2f} MFLOP/token")
-    for arm, m in medians.items():
-        achieved = m["tokens_per_s"] * flops_per_token
-        print(f"{arm:16s} median {m['tokens_per_s']:8.0f} tokens/s  {m['tokens_per_s'] / peer['tokens_per_s']:.2f}x speed"
-              f"  peak RSS {m['peak_rss_mb']:6.0f} MB  {m['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x RSS"
-              f"  {achieved / 1e9:.2f} GFLOP/s = {achieved / ceiling:.1%} of ceiling")
-    ours = medians["yourai plain"]
-    print(f"\ntargets: speed >= {TARGET_SPEED:.2f}x -> {ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x; "
-          f"RSS <= {TARGET_RSS:.2f}x -> {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x")
-    if AA_ARM in medians:
-        twin = medians[AA_ARM]
-        print(f"A/A (identical yourai arms): {twin['tokens_per_s'] / ours['tokens_per_s']:.2f}x tokens/s, "
-              f"{twin['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x RSS; per-repeat spread of each arm:")
-        for arm, rows in results.items():
-            rates = [r["tokens_per_s"] for r in rows]
-            print(f"  {arm:16s} tokens/s min {min(rates):8.0f}  max {max(rates):8.0f}  ({max(rates) / min(rates) - 1:.0%})")
+                print(f"  repeat {repeat} {arm:18s} {row['tokens_per_s']:8.1f} tokens/s  peak RSS {row['peak_rss_mb']:6.0f} MB",
+                      flush=True)
+        report(results, 4 * matmul_weights, matmul_ceiling_flops())
+        if was_quantized:
+            quantized_arm(source, common, args, tmp)
+        else:
+            print("\nquantized arm skipped: the base is not quantized (pass a quantized model to time it)")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def test_doctor_json_has_the_documented_fields(capsys):
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     packaged = report.pop("packaged_models")  # the command adds them (yourai.models sits above this module)
-    assert report == json.loads(json.dumps(doctor_report())) | {"machine": report["machine"]}
+    again = json.loads(json.dumps(doctor_report()))
+    assert report == again | {"machine": report["machine"], "blas": report["blas"]}  # both are measured
     assert [row["name"] for row in packaged] == ["smollm2-135m-instruct"] and "install_command" in packaged[0]
     for key in ("os", "arch", "python", "mlx_version", "backend", "total_memory_gb", "available_memory_gb", "cpu_cores"):
         assert key in report["machine"]

@@ -6,10 +6,13 @@ threshold is tuned to one machine: a 16 GB Mac and a 192 GB Ultra get their own 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import platform
+import statistics
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +28,9 @@ AUTO, NO_PROFILE = "auto", "none"
 PROFILE_TRAIN_KEYS = {"batch_size": "batch_size", "grad_accumulation": "grad_accumulation",
                       "max_seq_length": "max_seq_length", "grad_checkpoint": "grad_checkpoint"}
 PROFILE_LORA_KEYS = {"lora_rank": "rank", "lora_num_layers": "num_layers"}
+BLAS_PROBE_SIZE = 1024  # the fp32 square matmul `yourai doctor` times: ~3 GFLOP/s reference BLAS, ~100 OpenBLAS
+BLAS_PROBE_BUDGET_S = 1.0  # stop timing after this long (the reference BLAS needs ~0.7 s a product)
+SLOW_BLAS_GFLOPS = 20.0  # below this an OpenBLAS is loaded but starved (busy cores, too many threads)
 
 
 @dataclass(frozen=True)
@@ -62,12 +68,70 @@ def _package_version(name: str) -> str:
         return "not installed"
 
 
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def blas_provider() -> str | None:
+    """The file mlx's `cblas_sgemm` binds to (the global scope first); None when mlx[cpu] uses its bundled one."""
+    process = ctypes.CDLL(None)
+    try:
+        address = ctypes.cast(process.cblas_sgemm, ctypes.c_void_p)
+    except AttributeError:
+        return None
+    info = _DlInfo()
+    if not process.dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.path.realpath(info.dli_fname.decode())
+
+
 def _blas_in_use() -> str:
+    if not sys.platform.startswith("linux"):
+        return "platform default"
+    return blas_provider() or "bundled reference BLAS (slow)"
+
+
+def matmul_gflops(size: int = BLAS_PROBE_SIZE) -> float:
+    """Median fp32 GFLOP/s of a size² matmul through MLX on the CPU, timed for about BLAS_PROBE_BUDGET_S."""
+    import mlx.core as mx
+
+    a, b = mx.random.normal((size, size), stream=mx.cpu), mx.random.normal((size, size), stream=mx.cpu)
+    mx.eval(mx.matmul(a, b, stream=mx.cpu))
+    times: list[float] = []
+    while len(times) < 2 or (sum(times) < BLAS_PROBE_BUDGET_S and len(times) < 10):
+        started = time.perf_counter()
+        mx.eval(mx.matmul(a, b, stream=mx.cpu))
+        times.append(time.perf_counter() - started)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def blas_advice(provider: str | None, gflops: float) -> str:
+    """What to do about the BLAS, in one line (empty when nothing needs doing)."""
     from yourai import _blas
 
     if not sys.platform.startswith("linux"):
-        return "platform default"
-    return _blas.loaded_blas or "bundled reference BLAS (slow: install libopenblas0-pthread)"
+        return ""
+    if provider is None and os.environ.get("YOURAI_OPENBLAS") == "0":
+        return "OpenBLAS turned off by YOURAI_OPENBLAS=0 (unset it for ~20x faster matmuls)"
+    if provider is None:
+        return ("slow reference BLAS bundled with mlx[cpu]: `sudo apt install libopenblas0-pthread`, or without root "
+                f"`pip install {_blas.PIP_PACKAGE}` (x86_64), then restart Python")
+    if gflops < SLOW_BLAS_GFLOPS:
+        return "OpenBLAS is loaded but slow here: other jobs on the cores? try OPENBLAS_NUM_THREADS=1"
+    return ""
+
+
+def blas_report() -> dict:
+    """Which BLAS mlx uses, where it came from, its measured fp32 GFLOP/s and what to do (for `yourai doctor`)."""
+    from yourai import _blas
+
+    provider = blas_provider() if sys.platform.startswith("linux") else None
+    ours = _blas.loaded if _blas.loaded and provider == os.path.realpath(_blas.loaded.path) else None
+    gflops = round(matmul_gflops(), 1)
+    return {"library": provider or _blas_in_use(), "source": ours.source if ours else ("other" if provider else "bundled"),
+            "note": ours.note if ours else "", f"gflops_fp32_{BLAS_PROBE_SIZE}": gflops,
+            "advice": blas_advice(provider, gflops)}
 
 
 def detect_machine() -> MachineInfo:
@@ -194,6 +258,7 @@ def doctor_report() -> dict:
         "default_model_dir": str(model_dir),
         "default_model_built": (model_dir / "config.json").exists(),
         "default_model_shipped": model_dir.resolve() == shipped_model_dir().resolve(),
+        "blas": blas_report(),
     }
 
 
@@ -214,7 +279,7 @@ def format_doctor(report: dict) -> str:
         f"MLX              {machine['mlx_version']} (backend: {machine['backend']}), mlx-lm {machine['mlx_lm_version']}",
         f"Memory           {machine['total_memory_gb']} GiB total, {machine['available_memory_gb']} GiB available",
         f"CPU cores        {machine['cpu_cores']}",
-        f"BLAS             {machine['blas']}",
+        f"BLAS             {_blas_line(report['blas'])}",
         f"Profile          {report['profile']}: {report['profile_description']}",
         f"Default model    {report['default_model_dir']} ({_default_model_note(report)})",
         "Recommended models (hub id, parameters, approx. memory for 4-bit LoRA):",
@@ -222,3 +287,10 @@ def format_doctor(report: dict) -> str:
     for model in report["recommended_models"]:
         lines.append(f"  {model['hub_id']:<48} {model['params_b']:>7.3f} B  {model['lora_4bit_memory_gb']:>6.2f} GB")
     return "\n".join(lines)
+
+
+def _blas_line(blas: dict) -> str:
+    gflops = blas[f"gflops_fp32_{BLAS_PROBE_SIZE}"]
+    line = f"{blas['library']} [{blas['source']}] {gflops} GFLOP/s (fp32 {BLAS_PROBE_SIZE}² matmul)"
+    line += f"\n                 {blas['note']}" if blas["note"] else ""
+    return line + (f"\n                 -> {blas['advice']}" if blas["advice"] else "")

@@ -15,7 +15,8 @@ Host side (numpy, validated, reports the first offending index): :func:`empirica
 :func:`distrust_weights`, :func:`auto_lambda`. They answer in the caller's type: ``mx.array`` in →
 ``mx.array`` out (so code written for the reference's ``empirical_distrust_loss(mx.array, mx.array)``
 keeps working), numpy in → numpy out, Python scalars in → ``float``. In-graph side (pure functions of ``mx.array``, safe inside
-``mx.compile``, no validation): :func:`per_sample_ce`, :func:`distrust_term`, :func:`objective_loss`.
+``mx.compile``, no validation): :func:`per_sample_ce`, :func:`distrust_term`, :func:`objective_loss` and
+:func:`objective_from_token_ce` (the same objective from token cross-entropies, e.g. chunked ones).
 """
 
 from __future__ import annotations
@@ -253,10 +254,12 @@ def masked_token_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> mx.a
 
 def per_sample_ce(logits: mx.array, targets: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
     """Each sample's token-mean cross-entropy [B] and counted tokens [B]: per-sample weighting needs both."""
-    return _per_sample_from_token_ce(masked_token_ce(logits, targets, mask), mask)
+    return per_sample_token_ce(masked_token_ce(logits, targets, mask), mask)
 
 
-def _per_sample_from_token_ce(token_ce: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+def per_sample_token_ce(token_ce: mx.array, mask: mx.array) -> tuple[mx.array, mx.array]:
+    """per_sample_ce from token cross-entropies [B, T] (however they were computed, e.g. chunked)."""
+    token_ce = token_ce * mask
     tokens = mask.astype(mx.float32).sum(axis=1)
     return token_ce.sum(axis=1) / mx.maximum(tokens, 1.0), tokens
 
@@ -285,8 +288,25 @@ def objective_loss(
     lambda_weight: float,
     alpha: float,
 ) -> tuple[mx.array, dict[str, mx.array]]:
+    """The training objective and its parts from whole logits [B, T, V] (see objective_from_token_ce)."""
+    return objective_from_token_ce(masked_token_ce(logits, targets, mask), mask, weights, w_auth, entropy_bits,
+                                   mode=mode, lambda_weight=lambda_weight, alpha=alpha)
+
+
+def objective_from_token_ce(
+    token_ce: mx.array,
+    mask: mx.array,
+    weights: mx.array,
+    w_auth: mx.array,
+    entropy_bits: mx.array,
+    *,
+    mode: str,
+    lambda_weight: float,
+    alpha: float,
+) -> tuple[mx.array, dict[str, mx.array]]:
     """The training objective and its parts, all mx scalars, so the trainer can log and plot them.
 
+    ``token_ce`` is each position's float32 cross-entropy [B, T] (masked here), whole or chunked.
     ``plain``: token-mean CE (mlx-lm's default_loss). ``faithful``: plain + lambda * L_emp, whose
     gradient is bit-for-bit that of plain (the term is added, never used to rescale CE). ``weighted``:
     sum_i w_i CE_i / sum_i w_i. ``both``: weighted + lambda * L_emp. Pure and compile-safe: ``mode`` is
@@ -294,8 +314,8 @@ def objective_loss(
     """
     if mode not in OBJECTIVES:
         raise ValueError(f"mode must be one of {OBJECTIVES}, got {mode!r}")
-    token_ce = masked_token_ce(logits, targets, mask)  # one pass over the vocabulary serves every part
-    ce_per_sample, tokens_per_sample = _per_sample_from_token_ce(token_ce, mask)
+    token_ce = token_ce * mask  # one pass over the vocabulary (upstream) serves every part
+    ce_per_sample, tokens_per_sample = per_sample_token_ce(token_ce, mask)
     tokens = tokens_per_sample.sum()
     ce = token_ce.sum() / tokens  # token-mean over the batch, exactly mlx-lm's default_loss
     weighted = weighted_ce(ce_per_sample, tokens_per_sample, weights)

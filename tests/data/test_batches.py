@@ -9,7 +9,7 @@ import yourai  # noqa: F401
 import numpy as np
 import pytest
 
-from yourai.data.batches import (DataError, InMemoryData, StreamingData, collate, encode_record, epoch_batches,
+from yourai.data.batches import (PAD_MULTIPLE, DataError, Example, padding_fraction, InMemoryData, StreamingData, collate, encode_record, epoch_batches,
                                  load_examples, normaliser, open_train_data, validation_batches)
 from yourai.models import load_model
 
@@ -139,3 +139,15 @@ def test_reading_data_does_not_import_curation():
             "print([m for m in ('yourai.data.curate', 'datasketch', 'pandas') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_padding_fraction_counts_pad_positions_of_each_micro_batch():
+    def example(length: int) -> Example:
+        return Example(np.arange(length, dtype=np.int32), 0, 0.5, 1.0, "primary", 1.0, 1)
+
+    full = [example(PAD_MULTIPLE + 1)] * 2  # inputs are tokens[:-1]: exactly one multiple, no padding
+    assert padding_fraction([full]) == 0.0
+    mixed = [example(PAD_MULTIPLE + 1), example(PAD_MULTIPLE // 2 + 1)]  # the short row is half padding
+    assert padding_fraction([mixed]) == pytest.approx(0.25)
+    assert padding_fraction([full, mixed]) == pytest.approx(PAD_MULTIPLE / 2 / (4 * PAD_MULTIPLE))
+    assert collate(mixed).inputs.shape == (2, PAD_MULTIPLE)

@@ -110,19 +110,6 @@ def test_batched_scores_equal_the_per_choice_reference(tiny, share_prefix, batch
     assert len(lengths) > 1  # the test really mixes continuation lengths
 
 
-def test_plan_batches_respects_the_token_budget_and_covers_every_row():
-    lengths = [5, 40, 12, 7, 33, 3, 18]
-    batches = tqa.plan_batches(lengths, max_batch_tokens=40)
-    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
-    assert all(len(batch) * max(lengths[i] for i in batch) <= 40 for batch in batches)
-
-
-def test_shared_prefix_leaves_every_row_a_context_token():
-    assert tqa.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 6]]) == 3
-    assert tqa.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
-    assert tqa.shared_prefix_length([[7, 2], [1, 2]]) == 0
-
-
 def numpy_llama_forward(weights: dict[str, np.ndarray], config: dict, tokens: list[int],
                         past: list | None = None) -> tuple[np.ndarray, list]:
     """A float64 Llama forward written from the architecture (rotate-half RoPE, GQA, SwiGLU), independent of

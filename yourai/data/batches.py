@@ -208,10 +208,22 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def padded_width(examples: Sequence[Example]) -> int:
+    """Input positions per row after padding: the longest input, rounded up to a multiple of PAD_MULTIPLE."""
+    longest = max(len(e.tokens) for e in examples)
+    return PAD_MULTIPLE * math.ceil((longest - 1) / PAD_MULTIPLE) if longest > 1 else PAD_MULTIPLE
+
+
+def padding_fraction(micro_batches: Sequence[Sequence[Example]]) -> float:
+    """Share of the computed input positions that are padding (what length bucketing keeps small)."""
+    computed = sum(len(micro) * padded_width(micro) for micro in micro_batches)
+    real = sum(len(e.tokens) - 1 for micro in micro_batches for e in micro)
+    return 1.0 - real / computed
+
+
 def collate(examples: Sequence[Example]) -> Batch:
     """Pad to a multiple of PAD_MULTIPLE and build the loss mask from each example's offset."""
-    longest = max(len(e.tokens) for e in examples)
-    width = PAD_MULTIPLE * math.ceil((longest - 1) / PAD_MULTIPLE) if longest > 1 else PAD_MULTIPLE
+    width = padded_width(examples)
     tokens = np.zeros((len(examples), width + 1), dtype=np.int32)
     mask = np.zeros((len(examples), width), dtype=np.float32)
     for row, example in enumerate(examples):

@@ -21,7 +21,7 @@ import numpy as np
 from yourai.eval.calibration import calibration
 from yourai.eval.results import per_category, summarise
 from yourai.eval.tasks import MCItem, TaskSpec, load_task_items, spec_dict
-from yourai.eval.truthfulqa import EvalOptions, encode_pair, mc2_score, score_requests
+from yourai.eval.truthfulqa import EvalOptions, encode_pair, mc2_score, score_with_options
 from yourai.stats import paired_comparison
 
 TASK_SCHEMA = "yourai.task/1"
@@ -49,7 +49,7 @@ def score_task(model: Any, tokenizer: Any, spec: TaskSpec, items: Sequence[MCIte
         for choice_index, choice in enumerate(item.choices):
             requests.append(encode_pair(tokenizer, item.context, spec.target_delimiter + choice, options.add_bos))
             owners.append((index, choice_index))
-    lls = score_requests(model, requests, options, desc=desc)
+    lls = score_with_options(model, requests, options, desc)
     per_item: list[list[float]] = [[0.0] * len(item.choices) for item in items]
     for (index, choice_index), ll in zip(owners, lls):
         per_item[index][choice_index] = float(ll)

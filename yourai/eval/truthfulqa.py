@@ -12,9 +12,9 @@ Definitions (lm-eval `truthfulqa_mc1` v2.0, `truthfulqa_mc2` v3.0, `truthfulqa_g
 - BOS: lm-eval's HF backend encodes with add_special_tokens=False unless `add_bos_token`, so we add
   no BOS by default (`add_bos=True` to change it); the choice is recorded in every results file.
 
-Speed: every context shares the primer, so its KV cache is computed once and broadcast; the
-per-question remainder plus each choice form one right-padded row, and rows of many questions
-are batched together. With a causal mask and right padding, no scored position attends a pad.
+Speed: yourai.eval.loglik computes every token once — the primer once for all questions, each
+question once, each choice once on its question's cached keys and values, many questions per
+batch — and applies the vocabulary head only where a choice token is scored.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from yourai.eval.loglik import score_requests
 from yourai.eval.tqa_data import TQAItem, binary_choices, generation_references
 
 QA_PRIMER = (
@@ -43,9 +44,6 @@ QA_PRIMER = (
 TARGET_DELIMITER = " "  # lm-eval's default; "" when a chat template is applied
 GEN_STOP = "\n\n"  # lm-eval generate_until default `until` (the few-shot delimiter)
 MAX_GEN_TOKENS = 256  # lm-eval's default max_gen_toks
-LOGITS_BUDGET_BYTES = 256 * 2**20  # one batch's float32 logits stay below this, whatever the vocabulary
-MAX_BATCH_TOKENS = 4096  # rows x width per forward; more gains nothing on CPU (benchmarks/eval_speed.py)
-PAD_TOKEN_ID = 0  # any id: right padding sits after every scored position, so it is never attended
 MODES = ("mc1", "mc2", "gen")
 SCHEMA = "yourai.truthfulqa/1"
 
@@ -57,7 +55,7 @@ class EvalOptions:
     modes: tuple[str, ...] = ("mc1", "mc2")
     add_bos: bool = False
     chat_template: bool = False
-    max_batch_tokens: int | None = None  # None: min(MAX_BATCH_TOKENS, the logits budget)
+    max_batch_tokens: int | None = None  # None: yourai.eval.loglik.MAX_BATCH_TOKENS
     max_gen_tokens: int = MAX_GEN_TOKENS
     share_prefix: bool = True
     progress: bool = True
@@ -145,143 +143,6 @@ def gen_scores(completion: str, true_refs: Sequence[str], false_refs: Sequence[s
     return {"bleu_max": best_true, "bleu_diff": best_true - best_false, "bleu_acc": float(best_true > best_false)}
 
 
-# ---------------------------------------------------------------- the batched scorer
-
-
-def shared_prefix_length(contexts: Sequence[Sequence[int]]) -> int:
-    """Tokens common to every context, leaving each row ≥ 1 own context token (it predicts the answer)."""
-    first, limit = contexts[0], min(len(context) for context in contexts) - 1
-    length = 0
-    while length < limit and all(context[length] == first[length] for context in contexts):
-        length += 1
-    return length
-
-
-def prefill_prefix(model: Any, prefix_ids: Sequence[int]) -> list[tuple[Any, Any]] | None:
-    """Run the shared prefix once; its per-layer (keys, values), or None if the cache is not a plain KVCache."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import KVCache, make_prompt_cache
-
-    cache = make_prompt_cache(model)
-    if not prefix_ids or not all(type(layer) is KVCache for layer in cache):
-        return None
-    model(mx.array([list(prefix_ids)]), cache=cache)
-    prefix_kv = [(layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :]) for layer in cache]
-    mx.eval(prefix_kv)
-    return prefix_kv
-
-
-def _broadcast_cache(prefix_kv: list[tuple[Any, Any]], batch_size: int) -> list[Any]:
-    """Fresh mlx-lm KVCaches whose history is the prefix, shared (broadcast) by every row of the batch."""
-    import mlx.core as mx
-    from mlx_lm.models.cache import KVCache
-
-    caches = []
-    for keys, values in prefix_kv:
-        layer = KVCache()
-        layer.keys = mx.broadcast_to(keys, (batch_size, *keys.shape[1:]))
-        layer.values = mx.broadcast_to(values, (batch_size, *values.shape[1:]))
-        layer.offset = keys.shape[2]
-        caches.append(layer)
-    return caches
-
-
-def score_rows(model: Any, rows: Sequence[Sequence[int]], n_scored: Sequence[int],
-               prefix_kv: list[tuple[Any, Any]] | None) -> np.ndarray:
-    """Summed log-probs of each row's last `n_scored` tokens, one right-padded forward for the batch."""
-    import mlx.core as mx
-
-    width = max(len(row) for row in rows) - 1
-    inputs = np.full((len(rows), width), PAD_TOKEN_ID, dtype=np.int32)
-    targets = np.zeros((len(rows), width), dtype=np.int32)
-    scored = np.zeros((len(rows), width), dtype=np.float32)
-    for index, (row, count) in enumerate(zip(rows, n_scored)):
-        inputs[index, : len(row) - 1], targets[index, : len(row) - 1] = row[:-1], row[1:]
-        scored[index, len(row) - 1 - count : len(row) - 1] = 1.0
-    cache = _broadcast_cache(prefix_kv, len(rows)) if prefix_kv else None
-    logits = model(mx.array(inputs), cache=cache).astype(mx.float32)
-    log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    picked = mx.take_along_axis(log_probs, mx.array(targets)[..., None], axis=-1)[..., 0]
-    return np.array((picked * mx.array(scored)).sum(axis=1), dtype=np.float64)
-
-
-def plan_batches(row_lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group row indices by length so each padded batch stays within `max_batch_tokens`."""
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for index in sorted(range(len(row_lengths)), key=lambda i: row_lengths[i]):
-        if current and (len(current) + 1) * row_lengths[index] > max_batch_tokens:
-            batches.append(current)
-            current = []
-        current.append(index)
-    return batches + [current] if current else batches
-
-
-def default_batch_tokens(model: Any) -> int:
-    """The batch size in tokens: MAX_BATCH_TOKENS, lowered so float32 logits fit the memory budget."""
-    import mlx.core as mx
-
-    vocab_size = model(mx.array([[PAD_TOKEN_ID]])).shape[-1]
-    return max(1, min(MAX_BATCH_TOKENS, LOGITS_BUDGET_BYTES // (4 * vocab_size)))
-
-
-def score_question(model: Any, prefix_kv: list[tuple[Any, Any]], rest_ids: Sequence[int],
-                   continuations: Sequence[Sequence[int]]) -> np.ndarray:
-    """lls of one context's continuations: the context tail runs once, then all choices in one batch on its cache."""
-    import mlx.core as mx
-
-    cache = _broadcast_cache(prefix_kv, 1)
-    logits = model(mx.array([list(rest_ids)]), cache=cache)[0, -1].astype(mx.float32)
-    first_token = logits - mx.logsumexp(logits)  # the last context position predicts each first answer token
-    lls = np.array(first_token[mx.array([continuation[0] for continuation in continuations])], dtype=np.float64)
-    if max(len(continuation) for continuation in continuations) > 1:
-        context_kv = [(layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :]) for layer in cache]
-        lls += score_rows(model, continuations, [len(c) - 1 for c in continuations], context_kv)
-    return lls
-
-
-def score_full_rows(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], options: EvalOptions,
-                    desc: str) -> np.ndarray:
-    """Fallback for caches that cannot be shared (sliding windows, SSMs): whole rows, batched across questions."""
-    from tqdm.auto import tqdm
-
-    rows = [list(context) + list(continuation) for context, continuation in requests]
-    n_scored = [len(continuation) for _, continuation in requests]
-    max_tokens = options.max_batch_tokens or default_batch_tokens(model)
-    lls = np.zeros(len(rows), dtype=np.float64)
-    with tqdm(total=len(rows), desc=desc, disable=not options.progress, leave=False) as bar:
-        for batch in plan_batches([len(row) for row in rows], max_tokens):
-            lls[batch] = score_rows(model, [rows[i] for i in batch], [n_scored[i] for i in batch], None)
-            bar.update(len(batch))
-    return lls
-
-
-def score_requests(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]],
-                   options: EvalOptions = EvalOptions(), desc: str = "scoring") -> np.ndarray:
-    """ll(continuation | context) for every (context_ids, continuation_ids) request, fast.
-
-    The prefix common to all contexts (the primer) is run once; each distinct context's tail once;
-    its choices then share that cache in one right-padded batch.
-    """
-    from tqdm.auto import tqdm
-
-    contexts = [tuple(context) for context, _ in requests]
-    prefix_len = shared_prefix_length(contexts) if options.share_prefix else 0
-    prefix_kv = prefill_prefix(model, contexts[0][:prefix_len]) if prefix_len else None
-    if prefix_kv is None:
-        return score_full_rows(model, requests, options, desc)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, context in enumerate(contexts):
-        groups.setdefault(context, []).append(index)
-    lls = np.zeros(len(requests), dtype=np.float64)
-    with tqdm(total=len(requests), desc=desc, disable=not options.progress, leave=False) as bar:
-        for context, indices in groups.items():
-            continuations = [requests[i][1] for i in indices]
-            lls[indices] = score_question(model, prefix_kv, context[prefix_len:], continuations)
-            bar.update(len(indices))
-    return lls
-
-
 # ---------------------------------------------------------------- questions → scores
 
 
@@ -303,11 +164,18 @@ def mc_requests(tokenizer: Any, items: Sequence[TQAItem], options: EvalOptions) 
     return requests, owners
 
 
+def score_with_options(model: Any, requests: Sequence[tuple[Sequence[int], Sequence[int]]], options: EvalOptions,
+                       desc: str) -> np.ndarray:
+    """ll of every request under `options`: the one place EvalOptions become the scorer's settings."""
+    return score_requests(model, requests, share_prefix=options.share_prefix,
+                          max_batch_tokens=options.max_batch_tokens, progress=options.progress, desc=desc)
+
+
 def score_mc(model: Any, tokenizer: Any, items: Sequence[TQAItem], options: EvalOptions,
              desc: str = "mc") -> list[dict[str, Any]]:
     """Per question: MC1, MC2 and the ll of every choice of each target set."""
     requests, owners = mc_requests(tokenizer, items, options)
-    lls = score_requests(model, requests, options, desc=desc)
+    lls = score_with_options(model, requests, options, desc)
     by_question: list[dict[str, float]] = [{} for _ in items]
     for (index, choice), ll in zip(owners, lls):
         by_question[index][choice] = float(ll)

@@ -2,9 +2,9 @@
 
 Every number here is either the anchor's (arosboro/your_ai, see ../shared/reference/anchor_your_ai.md §2)
 or ours, and the `origin` column says which and why. `score.py` holds the arithmetic.
-All patterns are compiled into ONE alternation (`COMBINED_RE`) that `finditer` walks once per
-document; keyword hits are classified by a dictionary lookup on the matched text, so adding a
-keyword costs a table row, not another pass over the text.
+`scanner.py` compiles them all into ONE alternation, walked once per document; keyword hits are
+classified by a dictionary lookup on the matched text, so adding a keyword costs a table row, not
+another pass over the text.
 """
 
 from __future__ import annotations
@@ -234,57 +234,6 @@ CITE_KIND_TYPES: dict[str, str] = {
 # An author-year parenthesis with ';' lists several works: count each (ours).
 AUTHOR_YEAR_ITEM_RE = re.compile(_YEAR + r"[a-z]?(?=\s*[;)])")
 
-# ---------------------------------------------------------------- the combined regex
-
-
-def _trie_branches(phrases: list[str], case_sensitive: bool) -> list[str]:
-    """Top-level branches of a prefix trie; each starts with a one-character test sre can skip on."""
-    trie: dict = {}
-    for phrase in phrases:
-        node = trie
-        for ch in phrase:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-    return [_trie_char(ch, case_sensitive) + _trie_node(child, case_sensitive)
-            for ch, child in sorted(trie.items()) if ch]
-
-
-def _trie_char(ch: str, case_sensitive: bool) -> str:
-    """One trie character: a space matches any whitespace run, letters fold case via a class."""
-    if ch == " ":
-        return r"\s+"
-    if not case_sensitive and ch.lower() != ch.upper():
-        return f"[{ch.lower()}{ch.upper()}]"
-    return re.escape(ch)
-
-
-def _trie_node(node: dict, case_sensitive: bool) -> str:
-    """Emit a trie node, longer continuations first so the longest phrase wins."""
-    branches = [_trie_char(ch, case_sensitive) + _trie_node(child, case_sensitive)
-                for ch, child in sorted(node.items()) if ch]
-    if not branches:
-        return ""
-    body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
-    return f"(?:{body})?" if "" in node else body
-
-
-def build_combined_regex() -> re.Pattern[str]:
-    """Compile every pattern into one alternation walked once per document by finditer.
-
-    Measured on the ../shared corpora (22 MB): one group per pattern ran at 4.4 MB/s; with
-    first-character leads outside the groups and the keyword tries inlined as plain branches,
-    8–9 MB/s. A keyword hit has no group (`lastgroup is None`) and is classified by lookup.
-    """
-    folded = [kw.phrase for kw in ALL_KEYWORDS if not kw.case_sensitive]
-    exact = [kw.phrase for kw in ALL_KEYWORDS if kw.case_sensitive]
-    free = [f"{p.lead}(?P<{p.name}>{p.body})" for p in STRUCTURED_PATTERNS if not p.boundary]
-    bounded = [f"{p.lead}(?P<{p.name}>{p.body})" for p in STRUCTURED_PATTERNS if p.boundary]
-    bounded += [b + r"(?![\w-])" for b in _trie_branches(folded, False)]
-    bounded += [b + r"\b" for b in _trie_branches(exact, True)]
-    return re.compile("|".join(free) + r"|\b(?:" + "|".join(bounded) + ")", re.MULTILINE)
-
-
-COMBINED_RE = build_combined_regex()
 KEYWORDS_FOLDED, KEYWORDS_EXACT = keyword_lookup(ALL_KEYWORDS)
 STRUCTURED_BY_NAME: dict[str, StructuredPattern] = {p.name: p for p in STRUCTURED_PATTERNS}
 WHITESPACE_RE = re.compile(r"\s+")

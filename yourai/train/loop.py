@@ -29,7 +29,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from yourai.config import Config, ConfigError
 from yourai.data.batches import (Example, InMemoryData, StreamingData, collate, load_examples, normaliser,
-                                 open_train_data, validation_batches)
+                                 open_train_data, padding_fraction, validation_batches)
 from yourai.formula import TERM_OBJECTIVES, WEIGHTED_OBJECTIVES
 from yourai.loss import auto_lambda, empirical_distrust_loss
 from yourai.train import checkpoints as ckpt
@@ -251,7 +251,8 @@ class Trainer:
                 "skipped": not finite, "skipped_total": state.skipped_total, "tokens": int(norms[0]),
                 "trained_tokens": state.trained_tokens, "step_time_s": round(elapsed_s, 5),
                 "tokens_per_s": round(norms[0] / elapsed_s, 2), "it_per_s": round(1.0 / elapsed_s, 4),
-                "micro_batch": state.micro_batch, "micro_batches": len(micros)}
+                "micro_batch": state.micro_batch, "micro_batches": len(micros),
+                "padding_fraction": round(padding_fraction(micros), 4)}
 
     # ------------------------------------------------------------ the loop
 

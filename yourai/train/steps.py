@@ -13,7 +13,8 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map
 
 from yourai.formula import combine_objective
-from yourai.loss import objective_loss
+from yourai.loss import objective_from_token_ce
+from yourai.models.head import split_head, token_cross_entropy
 
 
 CLIP_EPSILON = 1e-6  # as mlx.optimizers.clip_grad_norm, so clipping matches mlx-lm's users' expectations
@@ -41,16 +42,19 @@ class StepFunctions:
     ``fused`` is the whole update of a single micro-batch in one compiled call: loss and gradients,
     the gradient norm, the finiteness check and the clipped AdamW step, applied through ``mx.where``
     so a non-finite step leaves adapters, optimizer state and its step counter as they were.
-    Accumulation and data parallelism use ``grad_step`` per micro-batch, then ``apply`` (the same
+    The loss takes token cross-entropies from the chunked head (yourai.models.head), so a step
+    never holds a batch's whole logits. Accumulation and data parallelism use ``grad_step`` per micro-batch, then ``apply`` (the same
     guarded update) on the summed gradients.
     """
 
     def __init__(self, model: nn.Module, optimizer: optim.Optimizer, mode: str, lambda_weight: float,
                  alpha: float, grad_clip: float, compile_: bool) -> None:
+        split = split_head(model)
+
         def loss_fn(model_, inputs, targets, mask, weights, authority_weight, provenance_entropy, scale):
-            logits = model_(inputs)
-            total, parts = objective_loss(logits, targets, mask, weights, authority_weight, provenance_entropy,
-                                          mode=mode, lambda_weight=lambda_weight, alpha=alpha)
+            token_ce = token_cross_entropy(model_, split, inputs, targets)
+            total, parts = objective_from_token_ce(token_ce, mask, weights, authority_weight, provenance_entropy,
+                                                   mode=mode, lambda_weight=lambda_weight, alpha=alpha)
             return total * scale, mx.stack([parts[name] for name in PART_NAMES])
 
         value_and_grad = nn.value_and_grad(model, loss_fn)
@@ -80,6 +84,7 @@ class StepFunctions:
             grad_step = partial(mx.compile, inputs=grad_state, outputs=grad_state)(grad_step)
             apply = partial(mx.compile, inputs=update_state, outputs=update_state)(apply)
         self.fused, self.grad_step, self.apply = fused, grad_step, apply
+        self.chunked_head = split is not None
 
 
 def guarded_update(model: nn.Module, optimizer: optim.Optimizer, grads: Any, finite: mx.array) -> None:

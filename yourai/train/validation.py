@@ -11,15 +11,17 @@ import mlx.nn as nn
 import numpy as np
 
 from yourai.data.batches import Example, collate
-from yourai.loss import per_sample_ce
+from yourai.loss import per_sample_token_ce
+from yourai.models.head import split_head, token_cross_entropy
 from yourai.tiers import TIERS
 
 
 def make_eval_fn(model: nn.Module, compile_: bool) -> Callable:
-    """Per-sample validation CE and token counts (the model must be in eval mode: no dropout)."""
+    """Per-sample validation CE and token counts (the model must be in eval mode: no dropout); chunked head."""
+    split = split_head(model, differentiable=False)
 
     def eval_ce(inputs, targets, mask):
-        return per_sample_ce(model(inputs), targets, mask)
+        return per_sample_token_ce(token_cross_entropy(model, split, inputs, targets, differentiable=False), mask)
 
     return partial(mx.compile, inputs=[model.state], outputs=[model.state])(eval_ce) if compile_ else eval_ce
 

@@ -1,0 +1,73 @@
+"""The scanner (yourai.scoring.scanner): its three fast regexes find exactly what the one alternation finds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from yourai.scoring import patterns as P
+from yourai.scoring import scanner, score
+
+
+def _reference(padded: str) -> list[tuple[int, int, str | None]]:
+    return [(m.start(), m.end(), m.lastgroup) for m in scanner.COMBINED_RE.finditer(padded)]
+
+
+def _streams(padded: str) -> list[tuple[int, int, str | None]]:
+    return [(m.start(), m.end(), m.lastgroup) for m in scanner.combined_matches(padded)]
+
+
+def test_folded_keywords_are_plain_lower_case_ascii() -> None:
+    """The folded stream runs on text.lower(): a phrase with a capital or non-ASCII letter would never match."""
+    for keyword in P.ALL_KEYWORDS:
+        if not keyword.case_sensitive:
+            assert keyword.phrase == keyword.phrase.lower() and keyword.phrase.isascii(), keyword.phrase
+
+
+def test_no_folded_phrase_starts_like_an_exact_keyword() -> None:
+    """Exact keywords sit in the bounded stream, which wins ties; the alternation tries folded first."""
+    exact = [k.phrase.lower() for k in P.ALL_KEYWORDS if k.case_sensitive]
+    folded = [k.phrase for k in P.ALL_KEYWORDS if not k.case_sensitive]
+    assert not [(f, e) for f in folded for e in exact if f.startswith(e)]
+
+
+_PIECES = st.sampled_from([k.phrase for k in P.ALL_KEYWORDS] + [
+    "[12]", "(Smith, 2001)", "[Blackburn 2004]", "\nReferences\n", "\n1. Smith J. Title 1999.", "Ibid.", "op. cit",
+    "https://www.cdc.gov/x", "www.nih.gov", "10.1000/xyz", "Patent No. 123,456", "Nature 12", "Science, 3",
+    "<ref name=a/>", "{{cite news|x}}", "{{sfn|A|2000}}", "<sup>3</sup>", "WHO", "Who", "İstanbul", "\u212aelvin",
+    "NEWS", "News", "x", "-", "_", " ", "\n", "  ", ".", "é", "É", "ǅ", "ß", "Σ", "1", "(", "[", "{", "<"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, min_size=1, max_size=30))
+def test_streams_find_exactly_what_the_combined_regex_finds(pieces: list[str]) -> None:
+    padded = "\n" + "".join(pieces)
+    assert _streams(padded) == _reference(padded)
+
+
+def test_texts_that_lowercase_unsafely_take_the_combined_regex() -> None:
+    for text in ("\nİ news of the WHO", "\n\u212aelvin's news"):
+        assert _streams(text) == _reference(text)
+
+
+@pytest.mark.shared
+def test_streams_equal_the_combined_regex_on_the_real_corpora(shared_dir) -> None:
+    from yourai.notebook.scoring_tables import load_corpora
+
+    for records in load_corpora(shared_dir / "data" / "corpora").values():
+        for record in records[::5]:
+            padded = "\n" + record["text"]
+            assert _streams(padded) == _reference(padded), record.get("id")
+
+
+@pytest.mark.shared
+def test_scores_equal_those_of_the_single_alternation_scan(shared_dir, monkeypatch) -> None:
+    """Old (one combined finditer) vs new scan, whole Score objects, on a sample of every ../shared corpus."""
+    from yourai.notebook.scoring_tables import load_corpora
+
+    records = [r for rs in load_corpora(shared_dir / "data" / "corpora").values() for r in rs[::9]]
+    new = [score(r["text"], r) for r in records]
+    monkeypatch.setattr(scanner, "combined_matches", lambda padded: scanner.COMBINED_RE.finditer(padded))
+    old = [score(r["text"], r) for r in records]
+    assert new == old and len(records) > 300

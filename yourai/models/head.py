@@ -1,0 +1,158 @@
+"""The output head applied chunk by chunk, so `[batch, seq, vocab]` logits never exist at once.
+
+Why: on SmolLM2-135M (49,152 tokens) one batch of 8 x 256 has 400 MB of float32 logits, and a
+training step holds several arrays that size (logits, softmax, its gradient). Training and
+evaluation only ever need each position's cross-entropy, so we follow the published fused
+linear-cross-entropy idea (Apple's "Cut Your Losses", Liger's fused linear CE):
+
+* a model whose logits are ``head(body(x))`` — mlx-lm's Llama family: ``model.model`` (embeddings,
+  blocks, final norm) then ``lm_head`` or the tied embedding's ``as_linear`` — is split once, and
+  the split is *checked* on a probe input, so any model that does more (logit soft-capping,
+  scaling) falls back to whole logits;
+* the head runs over chunks of at most ``CE_CHUNK_BYTES`` of float32 logits, each chunk's
+  cross-entropy and, for training, its gradient with respect to the hidden states
+  (``(softmax - onehot) W``, an `[N, D]` array) are computed together, and a custom vjp scales
+  that gradient by each token's cotangent: the backward needs no logits and recomputes nothing;
+* chunks are chained with ``mx.depends``: MLX's scheduler would otherwise run many independent
+  chunks side by side and hold them all.
+
+The head's own weights get no gradient through the custom vjp, so training splits a model only
+when they are frozen (LoRA never trains the head).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+CE_CHUNK_BYTES = 16 * 2**20  # float32 logits per chunk; the head then adds ~12x this to a step's peak (measured)
+PROBE_TOKENS = (0, 1, 2, 3)  # any ids below the vocabulary size: the split is checked on them
+PROBE_TOLERANCE = 1e-5  # head(body(x)) runs the same ops as model(x); more than rounding is another model
+
+
+@dataclass(frozen=True)
+class HeadSplit:
+    """A model's body (tokens -> final hidden states) and head (hidden -> logits)."""
+
+    body: Callable[..., mx.array]
+    head: Callable[[mx.array], mx.array]
+    vocab_size: int
+
+    @property
+    def chunk_tokens(self) -> int:
+        """Positions per chunk: as many as keep one chunk's float32 logits within CE_CHUNK_BYTES."""
+        return max(1, CE_CHUNK_BYTES // (4 * self.vocab_size))
+
+    def hidden(self, inputs: mx.array, cache: Any = None) -> mx.array:
+        """Final hidden states [B, T, D] (after the model's last norm)."""
+        return self.body(inputs) if cache is None else self.body(inputs, cache=cache)
+
+
+def _candidate(model: nn.Module) -> tuple[nn.Module, Callable, nn.Module] | None:
+    """(body, head function, the module owning the head weights) by mlx-lm's naming, if present."""
+    body = getattr(model, "model", None)
+    if not isinstance(body, nn.Module):
+        return None
+    lm_head = getattr(model, "lm_head", None)
+    if isinstance(lm_head, nn.Module):
+        return body, lm_head, lm_head
+    embed = getattr(body, "embed_tokens", None)
+    if embed is not None and hasattr(embed, "as_linear"):
+        return body, embed.as_linear, embed
+    return None
+
+
+def split_head(model: nn.Module, *, differentiable: bool = True) -> HeadSplit | None:
+    """The model's body/head split when ``model(x) == head(body(x))``, else None.
+
+    For training (`differentiable`) the head must also be frozen: the custom vjp gives it no gradient,
+    so a trainable head keeps whole logits. Evaluation takes no gradient and splits any head. The probe runs in eval mode (no dropout, no random numbers drawn), so calling this never changes
+    a training run's random stream.
+    """
+    found = _candidate(model)
+    if found is None:
+        return None
+    body, head, head_owner = found
+    if differentiable and tree_flatten(head_owner.trainable_parameters()):
+        return None
+    was_training = model.training
+    model.eval()
+    try:
+        probe = mx.array([PROBE_TOKENS])
+        whole, split = model(probe), head(body(probe))
+        same = whole.shape == split.shape and mx.allclose(whole, split, rtol=PROBE_TOLERANCE,
+                                                          atol=PROBE_TOLERANCE).item()
+    except (TypeError, ValueError):
+        return None
+    finally:
+        model.train(was_training)
+    return HeadSplit(body, head, int(whole.shape[-1])) if same else None
+
+
+# ---------------------------------------------------------------- chunked cross-entropy
+
+
+def _chunk_ce(head: Callable, hidden: mx.array, targets: mx.array) -> mx.array:
+    """Float32 token cross-entropy of one chunk, through mlx's own cross_entropy."""
+    return nn.losses.cross_entropy(head(hidden).astype(mx.float32), targets)
+
+
+def _chained_chunks(split: HeadSplit, hidden: mx.array, targets: mx.array, with_grad: bool) -> mx.array:
+    """Per chunk [CE] or [d CE / d h, CE], one chunk after the other, concatenated to [N, 1] or [N, D + 1]."""
+    size, pieces = split.chunk_tokens, []
+    for start in range(0, hidden.shape[0], size):
+        rows, goals = hidden[start : start + size], targets[start : start + size]
+        if pieces:
+            rows = mx.depends(rows, pieces[-1])  # evaluate after the previous chunk: one chunk alive at a time
+        if with_grad:
+            (ce,), (grad,) = mx.vjp(lambda h, g=goals: _chunk_ce(split.head, h, g), [rows],
+                                    [mx.ones(goals.shape, mx.float32)])
+            pieces.append(mx.concatenate([grad.astype(mx.float32), ce[:, None]], axis=1))
+        else:
+            pieces.append(_chunk_ce(split.head, rows, goals)[:, None])
+    return mx.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _differentiable_ce(split: HeadSplit) -> Callable:
+    """token CE [N] of hidden [N, D], whose vjp reuses the per-token gradient computed alongside."""
+
+    @mx.custom_function
+    def ce_and_grad(hidden: mx.array, targets: mx.array) -> tuple[mx.array, mx.array]:
+        both = _chained_chunks(split, hidden, targets, with_grad=True)
+        return both[:, -1], both[:, :-1]
+
+    @ce_and_grad.vjp
+    def _vjp(primals, cotangents, outputs):
+        hidden, targets = primals
+        grad_hidden = outputs[1] * cotangents[0][:, None]  # each token's CE depends on its own row only
+        return grad_hidden.astype(hidden.dtype), mx.zeros_like(targets)
+
+    return ce_and_grad
+
+
+def chunked_cross_entropy(split: HeadSplit, hidden: mx.array, targets: mx.array, *,
+                          differentiable: bool = True) -> mx.array:
+    """Float32 cross-entropy of every position, ``hidden`` [..., D] and ``targets`` [...] -> [...].
+
+    Equal to ``cross_entropy(head(hidden), targets)`` to float rounding; `differentiable=False`
+    skips the per-token gradient (evaluation).
+    """
+    shape = targets.shape
+    flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    if differentiable:
+        ce = _differentiable_ce(split)(flat_hidden, flat_targets)[0]
+    else:
+        ce = _chained_chunks(split, flat_hidden, flat_targets, with_grad=False)[:, 0]
+    return ce.reshape(shape)
+
+
+def token_cross_entropy(model: nn.Module, split: HeadSplit | None, inputs: mx.array, targets: mx.array, *,
+                        differentiable: bool = True) -> mx.array:
+    """Float32 token cross-entropy [B, T] of a batch: chunked when the model splits, else whole logits."""
+    if split is None:
+        return nn.losses.cross_entropy(model(inputs).astype(mx.float32), targets)
+    return chunked_cross_entropy(split, split.hidden(inputs), targets, differentiable=differentiable)
