@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,8 @@ from yourai.config import load_config, to_dict
 from yourai.eval.tqa_data import SAMPLE_PATH
 from yourai.runs.record import (RUN_RECORD, config_hash, effective_status, git_state, read_record, recorded_stage,
                                 write_record)
+from yourai.stopping import StopAborted
+from yourai.train.signals import TrainingStopped
 
 QUICK = ["train.max_seq_length=64", "train.eval_every=2", "train.save_every=2"]
 
@@ -50,6 +54,17 @@ def test_a_failing_stage_is_recorded_and_re_raised(tmp_path):
         with recorded_stage(tmp_path, "eval", "eval", config=config):
             raise KeyboardInterrupt
     assert read_record(tmp_path)["stages"]["eval"]["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("error, status", [
+    (TrainingStopped(signal.SIGTERM, 6, Path("ckpt")), "stopped"),  # resumable: `yourai runs` must not call it failed
+    (StopAborted(signal.SIGINT), "interrupted"),
+])
+def test_a_stop_signal_is_recorded_as_what_it_was(tmp_path, error, status):
+    with pytest.raises(type(error)):
+        with recorded_stage(tmp_path, "train", "train", config=load_config()):
+            raise error
+    assert read_record(tmp_path)["stages"]["train"]["status"] == status
 
 
 def test_a_run_whose_process_died_reads_as_interrupted(tmp_path):

@@ -6,6 +6,7 @@ The run directory gets run.json (yourai.runs.record) beside the adapters and met
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -74,6 +75,16 @@ def stopped_line(stop: BaseException, argv: Sequence[str], out: str) -> str:
     return "yourai train: interrupted before training started; no checkpoint was written"
 
 
+def abort_at_once(signum: int, argv: Sequence[str], out: str) -> None:
+    """A second signal while the main thread is inside a native step: say where the run stands, leave now.
+
+    No unwinding is possible there, so this exits the process: the flock on --out goes with it and a
+    checkpoint being written stays a temporary directory that resume ignores.
+    """
+    print(stopped_line(StopAborted(signum), argv, out), file=sys.stderr, flush=True)
+    os._exit(exit_code(signum))
+
+
 def cli_main(argv: Sequence[str]) -> int:
     """0 ok, 1 data/model/checkpoint/run-directory problem, 2 usage, 3 aborted (memory guard or non-finite
     steps; checkpoint saved), 128 + N stopped by signal N (SIGTERM 143, SIGINT 130, SIGHUP 129; checkpoint of
@@ -87,7 +98,8 @@ def cli_main(argv: Sequence[str]) -> int:
         if args.resume:  # before curating default data: say at once that there is nothing to resume
             require_checkpoint(Path(args.out))
         data_dir = resolve_data(config, args.data, args.out)
-        with graceful_stop() as request:  # from the model load on, a stop signal ends with a checkpoint
+        # from the model load on, a stop signal ends with a checkpoint; a second one ends the process at once
+        with graceful_stop(abort_now=lambda signum: abort_at_once(signum, argv, args.out)) as request:
             try:
                 result = run_training(config, args.out, data_dir=data_dir, resume=args.resume,
                                       overwrite=args.overwrite, progress=not args.no_progress)

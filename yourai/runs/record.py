@@ -170,11 +170,15 @@ def recorded_stage(run_dir: str | Path, stage: str, kind: str, **facts: Any) -> 
 
 
 def _status_of(error: BaseException) -> str:
+    from yourai.stopping import StopAborted
     from yourai.train.callbacks import TrainingAbort
+    from yourai.train.signals import TrainingStopped
 
+    if isinstance(error, TrainingStopped):
+        return "stopped"  # a stop signal, answered with a checkpoint of the last finished step: resumable
     if isinstance(error, TrainingAbort):
         return "aborted"  # the memory guard or non-finite steps stopped it, with a checkpoint saved
-    return "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
+    return "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit, StopAborted)) else "failed"
 
 
 def _finish_stage(run_dir: Path, record: dict, stage: str, entry: dict, seconds: float) -> None:
