@@ -267,6 +267,8 @@ def test_a_corrupt_model_file(curated, tmp_path, capsys):
         handle.truncate(1000)
     code, err = _train(capsys, tmp_path / "run", curated, "--model", str(model))
     assert code == 1 and f"{model / 'model.safetensors'}: truncated or corrupt" in err
+    code = main(["eval", "--model", str(model), "--limit", "2", "--out", str(tmp_path / "r.json"), "--no-progress"])
+    assert code == 1 and f"{model / 'model.safetensors'}: truncated or corrupt" in capsys.readouterr().err
 
 
 def test_non_utf8_training_data_names_file_and_line(curated, tmp_path, capsys):
@@ -353,7 +355,7 @@ def test_a_truncated_adapter_is_named_before_evaluating(trained, tmp_path, capsy
     with open(weights, "r+b") as handle:
         handle.truncate(weights.stat().st_size - 100)
     code = main(["eval", "--adapter", str(run), "--out", str(tmp_path / "r.json"), "--no-progress"])
-    assert code == 2 and f"{weights}: truncated or corrupt" in capsys.readouterr().err
+    assert code == 1 and f"{weights}: truncated or corrupt" in capsys.readouterr().err  # as train and generate
     assert main(["generate", "--adapter", str(run)]) == 1
     assert f"yourai generate: {weights}: truncated or corrupt" in capsys.readouterr().err
 

@@ -13,6 +13,7 @@ from yourai.eval.results import format_summary, output_paths
 from yourai.eval.task_eval import format_task_summary
 from yourai.runs.stages import run_evaluation
 from yourai.eval.truthfulqa import MAX_GEN_TOKENS, MODES, EvalOptions
+from yourai.models import ModelError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str]) -> int:
-    """`yourai eval ...`: evaluate, write JSON + CSV, print the table; errors go to stderr with exit code 2.
+    """`yourai eval ...`: evaluate, write JSON + CSV, print the table. Errors go to stderr as one line: exit 1 when
+    the model or adapter cannot be used (as `train` and `generate` do), 2 for any other bad argument or file.
 
     The output paths, model and adapter are checked before the first question is scored.
     """
@@ -61,6 +63,8 @@ def cli_main(argv: list[str]) -> int:
         results = run_evaluation(args.out, model=args.model, adapter=args.adapter, data=args.data, limit=args.limit,
                                  categories=categories, options=options, task=args.task, csv_path=args.csv,
                                  dequantize=args.dequantize)
+    except ModelError as error:
+        return fail("eval", error, 1)
     except (ValueError, OSError) as error:
         return fail("eval", error, 2)
     print(format_task_summary(results) if args.task else format_summary(results))
