@@ -34,6 +34,7 @@ from yourai.paths import PROJECT_ROOT
 from yourai.stopping import active_request, signal_name
 from yourai.runs.pipeline_record import begin_pipeline_record, finish_pipeline_record
 
+CONFIG_PARAMETERS = frozenset({"config_path", "overrides"})  # every pipeline stage's parameters cell declares these
 STAGE_TITLES = {
     "01": "data curation",
     "02": "citation scoring",
@@ -154,19 +155,25 @@ def _error_text(error: BaseException) -> str:
     return f"{ename}: {evalue}" + (f" (cell execution #{cell})" if cell is not None else "")
 
 
-def execute_stage(stage: str, notebook: Path, run_dir: Path, parameters: dict) -> StageResult:
-    """Run one notebook with papermill; never raises for a notebook error."""
+def execute_stage(stage: str, notebook: Path, run_dir: Path, parameters: dict,
+                  required: frozenset[str] = CONFIG_PARAMETERS) -> StageResult:
+    """Run one notebook with papermill; never raises for a notebook error.
+
+    `required` are parameters the notebook must declare, or the stage fails before running: a pipeline stage
+    must take the run's config (else `-c FILE` would silently not reach it); the sweep analysis (07) reads its
+    settings from the sweep it analyses and requires only `run_dir`.
+    """
     import papermill
 
     executed = run_dir / "notebooks" / notebook.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     declared = declared_parameters(notebook)
     injected = {name: value for name, value in parameters.items() if name in declared}
-    missing = sorted({"config_path", "overrides"} - declared)
+    missing = sorted(required - declared)
     if missing:
         return StageResult(stage, str(notebook), "failed", 0.0,
-                           f"{notebook.name}: its parameters cell does not declare {missing}, so the run's "
-                           "config would not reach it")
+                           f"{notebook.name}: its parameters cell does not declare {missing}, so the "
+                           "settings it is run with would not reach it")
     started = time.perf_counter()
     try:
         papermill.execute_notebook(

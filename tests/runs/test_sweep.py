@@ -76,9 +76,10 @@ def test_killed_sweep_resumes_to_the_same_results(spec_path, tmp_path, capsys):
     messages = []
     assert run_sweep(load_sweep_spec(spec_path), killed, report=messages.append) == {}
     assert messages[0] == f"[1/4] {cells[0]}: finished earlier, skipped"
-    assert cli_main([str(spec_path), "--out", str(tmp_path / "whole"), "--no-notebook"]) == 0
+    assert cli_main([str(spec_path), "--out", str(tmp_path / "whole")]) == 0  # with the analysis notebook, as users run it
     printed = capsys.readouterr().out
     assert "| objective=weighted | objective=plain | truthfulqa | mc2 |" in printed
+    assert f"analysis notebook: {tmp_path / 'whole' / 'notebooks' / '07_sweep_analysis.ipynb'} (ok)" in printed
 
     resumed = pd.read_csv(killed / "results.csv").drop(columns=TIMING_COLUMNS)
     whole = pd.read_csv(tmp_path / "whole" / "results.csv").drop(columns=TIMING_COLUMNS)

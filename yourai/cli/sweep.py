@@ -19,8 +19,8 @@ def analyse(sweep_dir: Path, notebooks_dir: Path) -> str:
     """Execute notebook 07 on the sweep (its table and forest plot) into <sweep>/notebooks/; returns what happened."""
     from yourai.pipeline import execute_stage
 
-    result = execute_stage("07", notebooks_dir / ANALYSIS_NOTEBOOK, sweep_dir, {"run_dir": str(sweep_dir),
-                                                                               "sweep_spec": None})
+    result = execute_stage("07", notebooks_dir / ANALYSIS_NOTEBOOK, sweep_dir,
+                           {"run_dir": str(sweep_dir), "sweep_spec": None}, required=frozenset({"run_dir", "sweep_spec"}))
     return f"analysis notebook: {result.notebook} ({result.status}{': ' + result.error if result.error else ''})"
 
 
