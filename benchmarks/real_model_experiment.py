@@ -11,6 +11,7 @@ Protocol (fixed before any number is seen; yourai/notebook/real_experiment.py st
     python benchmarks/real_model_experiment.py                        # the full run (hours on 2 CPU cores)
     python benchmarks/real_model_experiment.py --steps 2 --seeds 0 --limit 5 --greedy 1 --out /tmp/exp
     python benchmarks/real_model_experiment.py -c configs/smollm2.yaml train.learning_rate=1e-4
+    python benchmarks/real_model_experiment.py --resume                # after a stop: finished arms and scores kept
 
 Everything lands in --out (runs, curated data) and the results JSON (default <out>/results.json).
 """
@@ -23,7 +24,6 @@ import math
 import platform
 import time
 from pathlib import Path
-from typing import Any
 
 import yourai  # noqa: F401  (before mlx: preloads OpenBLAS)
 from yourai.config import load_config, to_dict
@@ -33,7 +33,9 @@ from yourai.eval.truthfulqa import EvalOptions, evaluate_model
 from yourai.models import load_model, resolve_model
 from yourai.notebook.experiments import adapters_identical, objective_experiment, resolve_data
 from yourai.notebook.real_experiment import greedy_answers, heldout_tier_loss, tier_comparison, truthfulqa_comparison
+from yourai.notebook.summaries import finite
 from yourai.paths import configs_dir
+from yourai.train.checkpoints import sha256_file
 
 
 def parse_args() -> argparse.Namespace:
@@ -49,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", help="a curated directory (default: curate the config's sources into <out>/data)")
     parser.add_argument("--out", default="runs/real-experiment", help="working directory (default %(default)s)")
     parser.add_argument("--json", help="results file (default <out>/results.json)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep what an earlier run in --out finished: trained arms are read back, models already "
+                             "scored with the same settings are not scored again (scoring is most of the hours)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args()
     if len(args.seeds) != len(set(args.seeds)):
@@ -56,16 +61,42 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def train_arms(config, data_dir: Path, out: Path, seeds: list[int]) -> tuple[list[dict], dict]:
+def train_arms(config, data_dir: Path, out: Path, seeds: list[int], resume: bool) -> tuple[list[dict], dict]:
     """plain and weighted for every seed, faithful for the first; the faithful identity check."""
     started = time.perf_counter()
-    rows = objective_experiment(config, data_dir, out / "runs", seeds, ("plain", "weighted"))
-    rows += objective_experiment(config, data_dir, out / "runs", seeds[:1], ("faithful",))
+    rows = objective_experiment(config, data_dir, out / "runs", seeds, ("plain", "faithful", "weighted"), resume=resume)
     by = {(r["seed"], r["objective"]): r for r in rows}
     plain, faithful = by[(seeds[0], "plain")], by[(seeds[0], "faithful")]
     identity = {"seed": seeds[0], "bit_identical": adapters_identical(Path(plain["adapters_dir"]), Path(faithful["adapters_dir"])),
                 "plain_sha256": plain["adapters_sha256"], "faithful_sha256": faithful["adapters_sha256"]}
     return rows, {**identity, "train_s": time.perf_counter() - started}
+
+
+def score_fingerprint(adapter: str | None, items, args: argparse.Namespace) -> dict:
+    """What a cached score depends on: the adapter's bytes, the questions and the scoring settings."""
+    adapter_sha = sha256_file(Path(adapter) / "adapters.safetensors") if adapter else None
+    return {"adapter_sha256": adapter_sha, "questions": [item.question for item in items], "greedy": args.greedy,
+            "greedy_tokens": args.greedy_tokens, "heldout_batches": args.heldout_batches}
+
+
+def cached_score(config, adapter: str | None, items, scoring: tuple, out: Path, name: str,
+                 args: argparse.Namespace) -> dict:
+    """score_model's result, written to <out>/scores/<name>.json as soon as it exists, so a run stopped
+    during the hours of scoring keeps every model it finished; with --resume a matching file is reused."""
+    path = out / "scores" / f"{name}.json"
+    fingerprint = score_fingerprint(adapter, items, args)
+    if args.resume and path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("fingerprint") == fingerprint:
+            print(f"{name}: scores reused from {path}")
+            return cached["score"]
+    score = score_model(config, adapter, *scoring)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps({"fingerprint": fingerprint, "score": score}) + "\n")
+    partial.replace(path)
+    print(f"{name}: scored in {score['eval_s']:.0f} s")
+    return score
 
 
 def score_model(config, adapter: str | None, items, test_path: Path, greedy_questions: list[str], greedy_tokens: int,
@@ -83,30 +114,20 @@ def score_model(config, adapter: str | None, items, test_path: Path, greedy_ques
     return {"rows": rows, "tiers": tiers, "answers": answers, "eval_s": eval_s}
 
 
-def finite(value: Any) -> Any:
-    """JSON has no NaN (a single seed has no interval): NaN → null, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
-
-
 def main() -> None:
     args = parse_args()
     out = Path(args.out)
     overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
     config = load_config(args.config, overrides)
     data_dir = resolve_data(config, args.data, out)
-    rows, identity = train_arms(config, data_dir, out, args.seeds)
+    rows, identity = train_arms(config, data_dir, out, args.seeds, args.resume)
     print(f"trained {len(rows)} adapters in {identity['train_s']:.0f} s; faithful bit-identical to plain: {identity['bit_identical']}")
     items = select_items(load_truthfulqa(config.eval.data), args.limit)
     greedy_questions = [item.question for item in items[: args.greedy]]
     scoring = (items, data_dir / "test.jsonl", greedy_questions, args.greedy_tokens, args.heldout_batches)
-    base = score_model(config, None, *scoring)
-    scored = {(r["seed"], r["objective"]): score_model(config, r["adapters_dir"], *scoring)
+    base = cached_score(config, None, items, scoring, out, "base", args)
+    scored = {(r["seed"], r["objective"]): cached_score(config, r["adapters_dir"], items, scoring, out,
+                                                        f"seed{r['seed']}-{r['objective']}", args)
               for r in rows if r["objective"] != "faithful"}
     truthfulqa = truthfulqa_comparison(base["rows"], {key: s["rows"] for key, s in scored.items()}, seed=config.eval.seed)
     tiers = tier_comparison(base["tiers"], {key: s["tiers"] for key, s in scored.items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from yourai.notebook.experiments import experiment_summary
+from yourai.notebook.experiments import experiment_arms, experiment_summary
 from yourai.stats import mean_ci95
 
 
@@ -31,3 +31,11 @@ def test_summary_pairs_seeds_and_checks_faithful_bytes(tmp_path):
     assert summary["gap_change_weighted_minus_plain_ci95"] == pytest.approx(half_width)
     (tmp_path / "f1" / "adapters.safetensors").write_bytes(b"z")
     assert experiment_summary(rows)["faithful_bit_identical_to_plain"] is False
+
+
+def test_faithful_is_trained_for_the_first_seed_only_unless_asked():
+    objectives = ("plain", "faithful", "weighted")
+    assert experiment_arms([3, 5], objectives) == [(3, "plain"), (3, "faithful"), (3, "weighted"),
+                                                   (5, "plain"), (5, "weighted")]
+    assert len(experiment_arms([3, 5], objectives, faithful_once=False)) == 6
+    assert experiment_arms([1, 2], ("weighted",)) == [(1, "weighted"), (2, "weighted")]

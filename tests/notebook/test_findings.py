@@ -57,3 +57,8 @@ def test_memory_and_truthfulqa_render_their_numbers():
     text = findings.truthfulqa(tqa)
     assert "base mc1: 0.230 [0.150, 0.320] (an interval ±0.085 wide" in text
     assert "the interval includes 0: no detectable change" in text
+
+
+def test_a_mean_without_an_interval_says_why():
+    assert findings.mean_with_interval(-0.25, 0.031) == "-0.2500 ± 0.0310"
+    assert findings.mean_with_interval(-0.25, float("nan")) == "-0.2500 (one seed: no interval)"

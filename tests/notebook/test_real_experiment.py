@@ -75,3 +75,31 @@ def test_greedy_answers_are_deterministic():
     model, tokenizer = load_model()
     first = greedy_answers(model, tokenizer, ["What was measured?"], max_tokens=6)
     assert first == greedy_answers(model, tokenizer, ["What was measured?"], max_tokens=6) and len(first) == 1
+
+
+@pytest.mark.slow
+def test_experiment_script_resumes_without_retraining_or_rescoring(tmp_path):
+    """A stopped experiment (hours on 2 cores) restarts with --resume: finished arms are read back, scored models
+    are reused, and the results are those of the first run; a changed scoring setting scores again."""
+    import subprocess
+    import sys
+
+    from yourai.paths import configs_dir
+
+    script = configs_dir().parent / "benchmarks" / "real_model_experiment.py"
+    command = [sys.executable, str(script), "-c", str(configs_dir() / "default.yaml"), "--steps", "2", "--seeds", "0",
+               "--limit", "3", "--greedy", "1", "--greedy-tokens", "4", "--out", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert "base: scored in" in first.stdout
+    arm = tmp_path / "runs" / "seed0-weighted"
+    adapters, steps = (arm / "adapters" / "adapters.safetensors").read_bytes(), (arm / "metrics.jsonl").read_text()
+    before = json.loads((tmp_path / "results.json").read_text())
+    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, check=True)
+    assert "base: scores reused" in again.stdout and "seed0-weighted: scores reused" in again.stdout
+    after = json.loads((tmp_path / "results.json").read_text())
+    assert (arm / "adapters" / "adapters.safetensors").read_bytes() == adapters
+    appended = (arm / "metrics.jsonl").read_text().removeprefix(steps).splitlines()
+    assert appended and not [line for line in appended if '"loss"' in line], "a finished arm was trained again"
+    assert after["truthfulqa"] == before["truthfulqa"] and after["training"] == before["training"]
+    changed = subprocess.run([*command, "--limit", "2", "--resume"], capture_output=True, text=True, check=True)
+    assert "base: scored in" in changed.stdout and json.loads((tmp_path / "results.json").read_text())["n_questions"] == 2

@@ -62,3 +62,14 @@ def test_sweep_analysis_headline_is_each_arm_delta_with_its_interval(tmp_path):
     summaries.sweep_analysis(summary, tmp_path)
     assert _written(tmp_path)["headline"] == {"cells": 4, "baseline": "objective=plain",
                                               "objective=weighted mc2": [-0.08, -0.17, 0.01]}
+
+
+def test_a_single_seed_interval_is_written_as_null_not_nan(tmp_path):
+    summaries.training({"gap_faithful_mean": -0.3, "gap_faithful_ci95": float("nan"),
+                        "gap_plain_mean": -0.3, "gap_plain_ci95": 0.05}, tmp_path)
+
+    def refuse(constant: str):
+        raise AssertionError(f"summary.json holds {constant}, which strict JSON parsers reject")
+
+    written = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert written["gap_faithful_ci95"] is None and written["gap_plain_ci95"] == 0.05

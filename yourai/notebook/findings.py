@@ -8,6 +8,8 @@ Each sentence states what the numbers say (a direction is chosen by comparing th
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -60,10 +62,19 @@ def _mean(rows: Sequence[Mapping[str, Any]], objective: str, key: str) -> float 
     return float(np.mean(values)) if values else None
 
 
+def mean_with_interval(mean: float, half_width: float) -> str:
+    """`mean ± half` for a seed-level t-interval, or a plain statement when one seed gives no interval
+    (faithful is trained for the first seed only)."""
+    if math.isfinite(half_width):
+        return f"{mean:+.4f} ± {half_width:.4f}"
+    return f"{mean:+.4f} (one seed: no interval)"
+
+
 def training(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     """04: what weighting did to each tier's validation loss and to the gap, against plain CE, over seeds."""
     seeds, steps = summary.get("seeds", []), summary.get("steps")
-    lines = [f"On this run ({steps} steps, {len(seeds)} seed(s), objective arms plain / faithful / weighted):"]
+    lines = [f"On this run ({steps} steps, {len(seeds)} seed(s); plain and weighted for every seed, faithful for the "
+             f"first — its gradient is zero, so one run shows what every seed would):"]
     identical = summary.get("faithful_bit_identical_to_plain")
     if identical is not None:
         lines.append(f"- Faithful adapters bit-identical to plain CE: **{identical}**.")

@@ -9,17 +9,30 @@ keys is kept by hand anywhere else.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 HEADLINE = "headline"
 
 
+def finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats become null, recursively. A single seed has no interval (faithful is
+    trained for one seed), and a summary must stay readable by strict JSON parsers, not only by Python."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_summary(out_dir: str | Path, summary: dict[str, Any], headline: Mapping[str, Any]) -> dict[str, Any]:
     """Write <out_dir>/summary.json with its headline block first; returns what was written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    document = {HEADLINE: dict(headline), **summary}
+    document = finite({HEADLINE: dict(headline), **summary})
     (out_dir / "summary.json").write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
     return document
 
