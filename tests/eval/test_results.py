@@ -200,3 +200,30 @@ def test_consistency_checks_fail_on_a_broken_results_document():
                       "each interval holds its mean": False}
     results["models"]["base"]["mc2"] = {"mean": 1.2, "ci": [1.1, 1.3], "n": 10}
     assert eval_results.consistency_checks(results)["MC1 and MC2 and their intervals lie in [0, 1]"] is False
+
+
+def test_cli_batch_tokens_sets_the_forward_size_and_leaves_the_scores(tiny_model_dir, tmp_path, monkeypatch):
+    """`--batch-tokens` is the padded tokens per forward: a small budget means more, smaller forwards (less memory
+    at a time), and the same scores."""
+    from yourai.eval import loglik
+
+    plans, original = [], loglik.plan_batches
+
+    def recording(row_lengths, max_batch_tokens, max_rows=None):
+        batches = original(row_lengths, max_batch_tokens, max_rows)
+        plans[-1].append((max_batch_tokens, len(batches)))
+        return batches
+
+    monkeypatch.setattr(loglik, "plan_batches", recording)
+    scores = {}
+    for name, flag in (("auto", []), ("small", ["--batch-tokens", "64"])):
+        plans.append([])
+        out = tmp_path / f"{name}.json"
+        assert cli_main(["--model", str(tiny_model_dir), "--data", str(SAMPLE_PATH), "--limit", "4", "--out", str(out),
+                         "--no-progress", *flag]) == 0
+        scores[name] = json.loads(out.read_text())
+    auto, small = plans
+    assert {budget for budget, _ in auto} == {loglik.MAX_BATCH_TOKENS} and {budget for budget, _ in small} == {64}
+    assert sum(n for _, n in small) > sum(n for _, n in auto)
+    for mode in ("mc1", "mc2"):
+        assert scores["small"][mode] == pytest.approx(scores["auto"][mode], abs=1e-6)

@@ -113,3 +113,13 @@ def test_a_snapshot_holds_host_copies_and_round_trips_bfloat16_exactly(tmp_path)
     assert loaded["adapters"]["w"].dtype == mx.bfloat16
     assert np.array_equal(np.array(loaded["adapters"]["w"].view(mx.uint16)), np.array(weights["w"].view(mx.uint16)))
     assert loaded["optimizer"]["step"].dtype == mx.uint64 and loaded["rng_key"].tolist() == [3, 4]
+
+
+@pytest.mark.parametrize("override, on_main", [([], False), (["train.async_save=false"], True)], ids=["default", "false"])
+def test_yourai_train_async_save_override_reaches_the_saver(curated_sample, tmp_path, monkeypatch, override, on_main):
+    """The path users take: `yourai train ... train.async_save=false` writes checkpoints on the training thread."""
+    from yourai.cli.train import cli_main
+
+    threads = record_writer_threads(monkeypatch)
+    assert cli_main(["--data", str(curated_sample), "--out", str(tmp_path / "run"), "--no-progress", *SMALL, *override]) == 0
+    assert threads == [on_main] * 3
