@@ -337,6 +337,14 @@ def _open_work_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+def curation_sources(config: CurateConfig, sources: Iterable[str | Mapping[str, Any]] | None = None) -> list[str | Mapping[str, Any]]:
+    """What stage 01 reads: `sources` (default curate.sources), then the ../shared corpora curate.shared_corpora
+    names. One rule, so the notebooks that look at stage 01's input (03's score table) see what it curates —
+    a config with only shared corpora (configs/smollm2.yaml) has an empty curate.sources."""
+    given = list(config.sources if sources is None else sources)
+    return given + (shared_corpus_sources(names=config.shared_corpora) if config.shared_corpora else [])
+
+
 def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Path, config: CurateConfig,
            *, truthfulqa_csv: str | Path | None = "auto", workers: int | None = None,
            progress: bool = False) -> dict[str, Any]:
@@ -348,9 +356,7 @@ def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Pat
     bad_fields = {k: v for k, v in config.fields.items() if not isinstance(v, str)}
     if bad_fields:
         raise ConfigError(f"curate.fields: maps a contract field to the input's field name, got {bad_fields}")
-    given = list(config.sources if sources is None else sources)
-    shared = shared_corpus_sources(names=config.shared_corpora) if config.shared_corpora else []
-    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns) for s in given + shared]
+    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns) for s in curation_sources(config, sources)]
     specs = list({spec.location: spec for spec in specs}.values())  # each file once
     if not specs:
         raise SourceError("no sources given (pass SOURCE... or set curate.sources)")
