@@ -280,6 +280,21 @@ def test_shared_corpora_are_added_by_name_with_their_source_types(tmp_path: Path
     assert report["funnel"]["read"] == 6 and {r["source_type"] for r in _read_jsonl(again / "curated.jsonl")} == {"medical_guidelines"}
 
 
+def test_notebooks_read_the_same_sources_stage_01_curates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config whose only input is curate.shared_corpora (configs/smollm2.yaml): notebook 03's score table
+    reads those corpora, as curation does, instead of an empty curate.sources."""
+    from yourai.data.curate import curation_sources
+    from yourai.notebook.scoring_tables import load_sources
+
+    _fake_shared(tmp_path, monkeypatch)
+    config = _config(sources=[], shared_corpora=["medquad_nih_consensus", "phil_trans_1665_1869"], balance=False)
+    groups = load_sources(curation_sources(config))
+    _, report = _run(tmp_path, [], shared_corpora=config.shared_corpora, balance=False)
+    assert sum(len(records) for records in groups.values()) == report["funnel"]["read"] == 12
+    assert sorted(groups) == ["medquad_nih_consensus/part", "phil_trans_1665_1869/part"]  # same stem: both kept
+    assert curation_sources(config, ["mine.jsonl"])[0] == "mine.jsonl" and len(curation_sources(config, [])) == 2
+
+
 def test_unknown_or_missing_shared_corpus_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from yourai.data.sources import SourceError
 

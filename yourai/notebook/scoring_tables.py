@@ -26,12 +26,16 @@ def load_corpora(corpora_dir: str | Path, limit_per_corpus: int | None = None) -
 
 def load_sources(sources: Sequence[str | Mapping[str, Any]]) -> dict[str, list[dict]]:
     """curate.sources as {source name: records}, read by the curation readers (the records that parse;
-    stage 01 reports the rest), so notebooks 02 and 03 look at exactly what stage 01 curates."""
+    stage 01 reports the rest), so notebooks 02 and 03 look at exactly what stage 01 curates.
+
+    A source is named by its file stem, or folder/stem where two files share a stem (two corpora's
+    `part.jsonl`), so no source's records replace another's; a file listed twice is read once, as curation does."""
+    specs = list({spec.location: spec for spec in map(parse_source, sources)}.values())  # each file once, as curate
+    stems = [spec.location if spec.kind == "hf" else Path(spec.location).stem for spec in specs]
     groups: dict[str, list[dict]] = {}
-    for source in sources:
-        spec = parse_source(source)
-        name = spec.location if spec.kind == "hf" else Path(spec.location).stem
-        groups[name] = [item.data for item in iter_source(spec) if item.data is not None]
+    for spec, stem in zip(specs, stems):
+        name = stem if stems.count(stem) == 1 else f"{Path(spec.location).parent.name}/{stem}"
+        groups.setdefault(name, []).extend(item.data for item in iter_source(spec) if item.data is not None)
     return groups
 
 
