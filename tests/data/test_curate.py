@@ -292,6 +292,9 @@ def test_notebooks_read_the_same_sources_stage_01_curates(tmp_path: Path, monkey
     _, report = _run(tmp_path, [], shared_corpora=config.shared_corpora, balance=False)
     assert sum(len(records) for records in groups.values()) == report["funnel"]["read"] == 12
     assert sorted(groups) == ["medquad_nih_consensus/part", "phil_trans_1665_1869/part"]  # same stem: both kept
+    # each record as curation sees it: the corpus's source type is a source default, not a field of the file
+    assert {name: {r["source_type"] for r in records} for name, records in groups.items()} == {
+        "medquad_nih_consensus/part": {"medical_guidelines"}, "phil_trans_1665_1869/part": {"letter"}}
     assert curation_sources(config, ["mine.jsonl"])[0] == "mine.jsonl" and len(curation_sources(config, [])) == 2
 
 

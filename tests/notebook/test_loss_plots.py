@@ -135,3 +135,15 @@ def test_notebook_03_checked_numbers_survive_other_platforms_float64_rounding():
         jitter = lambda values: values * (1.0 + 1e-12 * rng.choice([-1.0, 1.0], size=values.shape))  # noqa: E731
         moved = _notebook_03_checked_text(np.clip(jitter(w_auth), *AUTHORITY_RANGE), jitter(entropy), sources)
         assert moved == reference
+
+
+def test_gradient_sample_takes_one_per_source_type_then_spreads_by_weight():
+    groups = ["wiki", "wiki", "patent", "blog", "patent"]
+    assert loss_plots.gradient_sample(groups, [1, 2, 3, 4, 5], 2) == [0, 2]  # first of each type, in order
+    assert loss_plots.gradient_sample(groups, [1, 2, 3, 4, 5], 3) == [0, 2, 3]
+    # one source type: not a one-record batch (where weighted CE equals plain CE) but the weight range
+    weights = [0.5, 3.0, 0.1, 1.0, 2.0, 0.2]
+    picked = loss_plots.gradient_sample(["unknown"] * 6, weights, 4)
+    assert picked[0] == 0 and len(set(picked)) == 4
+    assert {min(weights), max(weights)} <= {weights[i] for i in picked}
+    assert loss_plots.gradient_sample(["a", "a"], [1.0, 2.0], 8) == [0, 1]

@@ -41,5 +41,9 @@ def test_load_sources_reads_what_stage_01_curates(tmp_path: Path) -> None:
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "c.md").write_text("four")
     groups = load_sources([str(tmp_path / "a.jsonl"), {"path": str(tmp_path / "b.csv")}, str(tmp_path / "texts")])
-    assert groups == {"a": [{"text": "one"}, {"text": "two"}], "b": [{"id": "x", "text": "three"}],
-                      "texts": [{"id": "c", "text": "four"}]}
+    assert {name: [r["text"] for r in records] for name, records in groups.items()} == {
+        "a": ["one", "two"], "b": ["three"], "texts": ["four"]}
+    # filled as curation fills them: ids kept or file:line, an unknown source type said so
+    assert [r["id"] for r in groups["a"]] == [f"{tmp_path / 'a.jsonl'}:1", f"{tmp_path / 'a.jsonl'}:3"]
+    assert groups["b"][0]["id"] == "x" and groups["texts"][0]["id"] == "c"
+    assert {r["source_type"] for records in groups.values() for r in records} == {"unknown"}

@@ -166,6 +166,26 @@ def panel_widget(w_auth: np.ndarray, entropy_bits: np.ndarray, source_types: Seq
     return widgets.VBox([widgets.HBox(list(controls.values())), image])
 
 
+def gradient_sample(groups: Sequence[str], weights: Sequence[float], size: int) -> list[int]:
+    """Row indices for notebook 03's gradient check: the first record of each source type, in order, then records
+    at evenly spaced weight ranks until `size`.
+
+    With one source type (a user's corpus without `source_type`, or records whose type was not filled) a
+    one-record batch would make weighted CE equal plain CE, and the check would prove nothing; filling by
+    weight rank keeps the batch's weights spread as the corpus's are.
+    """
+    first: dict[str, int] = {}
+    for index, group in enumerate(groups):
+        first.setdefault(group, index)
+    picked = list(first.values())[:size]
+    taken = set(picked)
+    rest = [int(i) for i in np.argsort(np.asarray(weights, dtype=np.float64), kind="stable") if int(i) not in taken]
+    if len(picked) < size and rest:
+        ranks = np.linspace(0, len(rest) - 1, num=min(size - len(picked), len(rest)))
+        picked += [rest[int(round(r))] for r in ranks]
+    return picked
+
+
 def token_batch(tokenizer: Any, texts: Sequence[str], max_tokens: int) -> dict[str, mx.array]:
     """Right-padded next-token batch (inputs, targets, mask) from texts, truncated to max_tokens targets."""
     encoded = [tokenizer.encode(text)[: max_tokens + 1] for text in texts]
