@@ -73,6 +73,21 @@ def test_config_file_and_overrides_reach_every_stage(notebooks, tmp_path, monkey
     assert "seed=7" in (tmp_path / "runs" / "t" / "summary.md").read_text()
 
 
+def test_only_one_stage_keeps_the_earlier_stages_in_the_run_report(notebooks, tmp_path):
+    """`yourai run --only 03` after a full run: the report still lists 01, as earlier, with its numbers."""
+    runs = tmp_path / "runs"
+    assert cli_main(["--name", "t", "--runs-dir", str(runs), "--notebooks-dir", str(notebooks), "curate.seed=3"]) == 0
+    assert cli_main(["--name", "t", "--runs-dir", str(runs), "--notebooks-dir", str(notebooks), "--only", "03",
+                     "curate.seed=4"]) == 0
+    stages = json.loads((runs / "t" / "summary.json").read_text())["stages"]
+    assert list(stages) == ["01", "03"] and stages["01"]["earlier"] and "earlier" not in stages["03"]
+    assert stages["01"]["summary"]["seed"] == 3 and stages["03"]["summary"]["seed"] == 4
+    rows = [line for line in (runs / "t" / "summary.md").read_text().splitlines() if line.startswith("| 0")]
+    assert rows[0].startswith("| 01") and "ok (earlier invocation)" in rows[0] and "seed=3" in rows[0]
+    assert rows[1].startswith("| 03") and "earlier" not in rows[1] and "seed=4" in rows[1]
+    assert "an earlier invocation" in (runs / "t" / "report.html").read_text()
+
+
 def test_a_stage_that_cannot_take_the_config_fails_naming_the_missing_parameters(notebooks, tmp_path):
     _notebook(notebooks / "02_old.ipynb", "run_dir = 'x'\nseed = 1", "print(seed)")
     results, _ = run_pipeline("old", notebooks_dir=notebooks, runs_dir=tmp_path / "runs", report=lambda line: None)

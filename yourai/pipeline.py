@@ -240,17 +240,32 @@ def stopped_stages(run_dir: Path) -> set[str]:
     return {stage for stage, entry in stages.items() if entry.get("status") == "stopped"}
 
 
+def earlier_stages(run_dir: Path, results: list[StageResult]) -> dict[str, dict]:
+    """Entries of the run's summary.json for stages this invocation did not run (`--only 03` after a full run):
+    they stay in the run's report, marked as earlier, instead of vanishing from it."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    ran = {r.stage for r in results}
+    stages = json.loads(path.read_text()).get("stages", {})
+    return {stage: {**entry, "earlier": True} for stage, entry in stages.items() if stage not in ran}
+
+
 def write_summaries(run_dir: Path, name: str, results: list[StageResult]) -> Path:
-    """summary.json (machine-readable) and summary.md (the report a person reads)."""
-    stages = {r.stage: {"title": STAGE_TITLES.get(r.stage, ""), "status": r.status, "seconds": round(r.seconds, 1),
-                        "notebook": r.notebook, "error": r.error, "summary": r.summary, "figures": r.figures,
-                        "signal": r.signal}
-              for r in results}
+    """summary.json (machine-readable) and summary.md (the report a person reads): this invocation's stages and
+    the earlier ones it left alone, in stage order."""
+    stages = earlier_stages(run_dir, results)
+    stages.update({r.stage: {"title": STAGE_TITLES.get(r.stage, ""), "status": r.status, "seconds": round(r.seconds, 1),
+                             "notebook": r.notebook, "error": r.error, "summary": r.summary, "figures": r.figures,
+                             "signal": r.signal}
+                   for r in results})
+    stages = dict(sorted(stages.items()))
     (run_dir / "summary.json").write_text(json.dumps({"name": name, "stages": stages}, indent=2, default=str) + "\n")
     lines = [f"# yourai run `{name}`", "", "| stage | status | time (s) | key numbers |", "|---|---|---|---|"]
-    for r in results:
-        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in headline(r.summary)) or (r.error or "")
-        lines.append(f"| {r.stage} {STAGE_TITLES.get(r.stage, '')} | {r.status} | {r.seconds:.1f} | {numbers} |")
+    for stage, entry in stages.items():
+        numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in headline(entry.get("summary") or {})) or (entry.get("error") or "")
+        status = entry["status"] + (" (earlier invocation)" if entry.get("earlier") else "")
+        lines.append(f"| {stage} {STAGE_TITLES.get(stage, '')} | {status} | {entry.get('seconds', 0.0):.1f} | {numbers} |")
     path = run_dir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -58,7 +58,8 @@ def _stage_section(stage: str, info: Mapping[str, Any], run_dir: Path) -> str:
     status = info.get("status", "unknown")
     title = f"{stage} {info.get('title', '')}".strip()
     parts = [f'<h3>{html.escape(title)} <span class="{html.escape(status)}">{html.escape(status)}</span> '
-             f'<span class="muted">{info.get("seconds", 0)} s</span></h3>']
+             f'<span class="muted">{info.get("seconds", 0)} s'
+             + (" · an earlier invocation" if info.get("earlier") else "") + '</span></h3>']
     notebook = info.get("notebook")
     if notebook and Path(notebook).is_file():
         relative = os.path.relpath(Path(notebook).resolve(), run_dir.resolve())
