@@ -158,6 +158,9 @@ def report(results: dict, path: Path) -> None:
         print(f"  {objective:>8} − base: {cells}")
     for m, c in tqa.get("weighted_minus_plain", {}).items():
         print(f"  weighted − plain {m}: {c['delta']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] p={c['p_value']:.3f}")
+    for name, block in tqa["seeds_and_questions"].items():
+        cells = "  ".join(f"{m} {c['delta']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]" for m, c in block.items())
+        print(f"  {name.replace('_minus_', ' − ')} (seeds × questions bootstrap): {cells}")
     gap = tiers.get("gap_change_weighted_minus_plain")
     if gap:
         half = gap["ci95_half_width"]

@@ -44,6 +44,11 @@ def test_truthfulqa_comparison_by_hand():
     assert across["per_seed"] == pytest.approx([0.25, 0.5]) and across["mean"] == pytest.approx(0.375)
     assert [(r["seed"], r["objective"]) for r in result["per_run"]] == [(0, "plain"), (0, "weighted"), (1, "plain"), (1, "weighted")]
     assert result["per_run"][0]["delta_mc1"]["delta"] == pytest.approx(0.25)
+    two_way = result["seeds_and_questions"]  # seeds × questions: same means, intervals that also resample seeds
+    assert two_way["weighted_minus_plain"]["mc1"]["delta"] == pytest.approx(0.375)
+    assert two_way["weighted_minus_plain"]["mc1"]["n_seeds"] == 2 and two_way["plain_minus_base"]["mc1"]["n_questions"] == 4
+    assert two_way["plain_minus_base"]["mc1"]["delta"] == pytest.approx(0.125)
+    assert two_way["weighted_minus_base"]["mc2"]["delta"] == pytest.approx(0.25)
 
 
 def test_tier_comparison_by_hand():

@@ -10,6 +10,10 @@ notebooks 04 and 06 can call the same functions. The protocol, stated before any
 * weighted − plain is compared the same way (per question, seed-averaged), and across seeds with a t-interval
   on the per-seed differences (few seeds: the interval is wide on purpose);
 * the held-out tier gap is val loss(primary) − val loss(consensus) on the curated test split.
+
+Added after the first full run (so not part of the pre-stated protocol, and reported beside it): the two-way
+paired bootstrap of yourai.stats.paired_bootstrap_ci over seeds × questions, which, unlike the interval over
+questions of the seed mean, also carries the seed-to-seed variation of training into the interval.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from yourai.data.batches import load_examples, validation_batches
-from yourai.stats import mean_ci95, paired_comparison
+from yourai.stats import mean_ci95, paired_bootstrap_ci, paired_comparison
 from yourai.train.validation import make_eval_fn, tier_validation
 
 TQA_METRICS = ("mc1", "mc2")
@@ -65,6 +69,24 @@ def truthfulqa_comparison(base: Sequence[Mapping[str, float]], runs: Mapping[tup
         out["weighted_minus_plain"] = {m: paired_comparison(seed_mean(runs, "plain", m), seed_mean(runs, "weighted", m),
                                                             seed=seed) for m in TQA_METRICS}
         out["weighted_minus_plain_across_seeds"] = {m: _per_seed_difference(runs, m) for m in TQA_METRICS}
+    out["seeds_and_questions"] = _two_way(base, runs, objectives, seed)
+    return out
+
+
+def _two_way(base: Sequence[Mapping[str, float]], runs: Mapping[tuple[int, str], Sequence[Mapping[str, float]]],
+             objectives: Sequence[str], seed: int) -> dict[str, Any]:
+    """Each objective − base, and weighted − plain, as seeds × questions difference matrices under the two-way
+    paired bootstrap (seeds and questions both resampled)."""
+    def matrix(arm: str, reference: str | None, metric: str) -> list[np.ndarray]:
+        seeds = paired_seeds(runs) if reference else sorted(s for s, name in runs if name == arm)
+        return [_scores(runs[(s, arm)], metric) - (_scores(runs[(s, reference)], metric) if reference
+                                                    else _scores(base, metric)) for s in seeds]
+
+    out = {f"{name}_minus_base": {m: paired_bootstrap_ci(matrix(name, None, m), seed=seed) for m in TQA_METRICS}
+           for name in objectives}
+    if {"plain", "weighted"} <= set(objectives):
+        out["weighted_minus_plain"] = {m: paired_bootstrap_ci(matrix("weighted", "plain", m), seed=seed)
+                                       for m in TQA_METRICS}
     return out
 
 
