@@ -288,7 +288,7 @@ def test_notebooks_read_the_same_sources_stage_01_curates(tmp_path: Path, monkey
 
     _fake_shared(tmp_path, monkeypatch)
     config = _config(sources=[], shared_corpora=["medquad_nih_consensus", "phil_trans_1665_1869"], balance=False)
-    groups = load_sources(curation_sources(config))
+    groups = load_sources(curation_sources(config), config)
     _, report = _run(tmp_path, [], shared_corpora=config.shared_corpora, balance=False)
     assert sum(len(records) for records in groups.values()) == report["funnel"]["read"] == 12
     assert sorted(groups) == ["medquad_nih_consensus/part", "phil_trans_1665_1869/part"]  # same stem: both kept
@@ -296,6 +296,12 @@ def test_notebooks_read_the_same_sources_stage_01_curates(tmp_path: Path, monkey
     assert {name: {r["source_type"] for r in records} for name, records in groups.items()} == {
         "medquad_nih_consensus/part": {"medical_guidelines"}, "phil_trans_1665_1869/part": {"letter"}}
     assert curation_sources(config, ["mine.jsonl"])[0] == "mine.jsonl" and len(curation_sources(config, [])) == 2
+    # the run-wide curate.defaults reach the notebooks' table as they reach curation
+    mine = tmp_path / "mine.jsonl"
+    _write(mine, [{k: v for k, v in r.items() if k != "source_type"} for r in _records(2)])
+    with_default = _config(sources=[str(mine)], defaults={"source_type": "patent"}, balance=False)
+    assert {r["source_type"] for r in load_sources(with_default.sources, with_default)["mine"]} == {"patent"}
+    assert {r["source_type"] for r in load_sources(with_default.sources)["mine"]} == {"unknown"}
 
 
 def test_unknown_or_missing_shared_corpus_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

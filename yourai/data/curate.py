@@ -31,7 +31,7 @@ from yourai.config import ConfigError, CurateConfig
 from yourai.data.dedup import SQLITE_CACHE_KIB, ContaminationGuard, DedupIndex, read_truthfulqa_needles
 from yourai.data.report import SPLITS, RejectLog, Tally, build_report
 from yourai.data.contract import RESERVED_KEYS, fill_item, validate
-from yourai.data.sources import Reject, SourceError, iter_source, parse_source, shared_corpus_sources
+from yourai.data.sources import Reject, SourceError, SourceSpec, iter_source, parse_source, shared_corpus_sources
 from yourai.paths import shared_dir
 from yourai.scoring import Rejected, score_many
 from yourai.tiers import TIERS, tier_of
@@ -345,6 +345,14 @@ def curation_sources(config: CurateConfig, sources: Iterable[str | Mapping[str, 
     return given + (shared_corpus_sources(names=config.shared_corpora) if config.shared_corpora else [])
 
 
+def curation_specs(config: CurateConfig, sources: Iterable[str | Mapping[str, Any]]) -> list[SourceSpec]:
+    """`sources` parsed as curation parses them: with the run-wide curate.defaults, fields and csv_columns, each
+    file once (a later listing's options win, the first listing's place is kept). Notebooks 02 and 03 read their
+    tables through this too, so they see the same records, filled the same way, as stage 01."""
+    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns) for s in sources]
+    return list({spec.location: spec for spec in specs}.values())
+
+
 def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Path, config: CurateConfig,
            *, truthfulqa_csv: str | Path | None = "auto", workers: int | None = None,
            progress: bool = False) -> dict[str, Any]:
@@ -356,8 +364,7 @@ def curate(sources: Iterable[str | Mapping[str, Any]] | None, out_dir: str | Pat
     bad_fields = {k: v for k, v in config.fields.items() if not isinstance(v, str)}
     if bad_fields:
         raise ConfigError(f"curate.fields: maps a contract field to the input's field name, got {bad_fields}")
-    specs = [parse_source(s, config.defaults, config.fields, config.csv_columns) for s in curation_sources(config, sources)]
-    specs = list({spec.location: spec for spec in specs}.values())  # each file once
+    specs = curation_specs(config, curation_sources(config, sources))
     if not specs:
         raise SourceError("no sources given (pass SOURCE... or set curate.sources)")
     out = Path(out_dir)

@@ -9,7 +9,6 @@ Each sentence states what the numbers say (a direction is chosen by comparing th
 from __future__ import annotations
 
 import math
-
 from typing import Any, Mapping, Sequence
 
 import numpy as np

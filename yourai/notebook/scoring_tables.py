@@ -6,8 +6,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from yourai.config import CurateConfig
 from yourai.data.contract import fill_item
-from yourai.data.sources import iter_source, parse_source
+from yourai.data.curate import curation_specs
+from yourai.data.sources import iter_source
 from yourai.records import iter_jsonl
 from yourai.scoring import Rejected, Score, score_many
 from yourai.scoring import patterns as P
@@ -25,21 +27,21 @@ def load_corpora(corpora_dir: str | Path, limit_per_corpus: int | None = None) -
     return corpora
 
 
-def load_sources(sources: Sequence[str | Mapping[str, Any]]) -> dict[str, list[dict]]:
-    """curate.sources as {source name: records}, read by the curation readers (the records that parse;
-    stage 01 reports the rest), so notebooks 02 and 03 look at exactly what stage 01 curates.
+def load_sources(sources: Sequence[str | Mapping[str, Any]], settings: CurateConfig | None = None) -> dict[str, list[dict]]:
+    """Sources as {source name: records}, parsed and read as stage 01 reads them (curation's readers, the
+    run-wide curate `settings`, each file once; the records that parse — stage 01 reports the rest) and filled
+    as curation fills them (a shared corpus's `source_type` is its source default, not a field of its records),
+    so notebooks 02 and 03 look at exactly what stage 01 curates.
 
     A source is named by its file stem, or folder/stem where two files share a stem (two corpora's
-    `part.jsonl`), so no source's records replace another's; a file listed twice is read once, as curation does.
-    Records come with their contract fields filled as curation fills them (a shared corpus's `source_type`
-    is its source default, not a field of its records)."""
-    specs = list({spec.location: spec for spec in map(parse_source, sources)}.values())  # each file once, as curate
+    `part.jsonl`), so no source's records replace another's."""
+    specs = curation_specs(settings or CurateConfig(), sources)
     stems = [spec.location if spec.kind == "hf" else Path(spec.location).stem for spec in specs]
     groups: dict[str, list[dict]] = {}
     for spec, stem in zip(specs, stems):
         name = stem if stems.count(stem) == 1 else f"{Path(spec.location).parent.name}/{stem}"
         filled = (fill_item(item, spec)[0] for item in iter_source(spec) if item.data is not None)
-        groups.setdefault(name, []).extend(item.data for item in filled)
+        groups[name] = [item.data for item in filled]
     return groups
 
 
