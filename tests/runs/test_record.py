@@ -42,6 +42,35 @@ def test_train_then_eval_leave_one_record_with_both_stages(tmp_path, capsys):
     assert merged["data"]["eval"]["sha256"] == record["data"].get("eval", merged["data"]["eval"])["sha256"]
 
 
+@pytest.mark.slow
+def test_only_the_recording_process_writes_the_record(tmp_path, monkeypatch):
+    """Under mlx.launch every rank trains into one --out; ranks other than 0 train but write no run.json."""
+    from yourai.runs import stages
+
+    config = load_config(overrides=["train.steps=2", *QUICK])
+    monkeypatch.setattr(stages, "records_this_process", lambda: False)
+    stages.run_training(config, tmp_path / "rank1", progress=False)
+    assert (tmp_path / "rank1" / "adapters" / "adapters.safetensors").is_file()
+    assert not (tmp_path / "rank1" / RUN_RECORD).exists() and not (tmp_path / "rank1" / "tensorboard").exists()
+    monkeypatch.setattr(stages, "records_this_process", lambda: True)
+    stages.run_training(config, tmp_path / "rank0", progress=False)
+    assert read_record(tmp_path / "rank0")["stages"]["train"]["status"] == "ok"
+
+
+def test_two_processes_writing_one_record_never_collide(tmp_path):
+    """Each writer stages its own file before the atomic rename (CI once lost a rank to a shared run.json.tmp)."""
+    import subprocess
+    import sys
+
+    writer = ("import sys; from yourai.runs.record import write_record\n"
+              "for i in range(300): write_record(sys.argv[1], {'schema': 'yourai.run/1', 'stages': {}, 'i': i})")
+    writers = [subprocess.Popen([sys.executable, "-c", writer, str(tmp_path)], stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    assert read_record(tmp_path)["i"] == 299 and sorted(p.name for p in tmp_path.iterdir()) == [RUN_RECORD]
+
+
 def test_a_failing_stage_is_recorded_and_re_raised(tmp_path):
     config = load_config()
     with pytest.raises(RuntimeError, match="boom"):

@@ -19,6 +19,7 @@ import pytest
 from yourai.train import checkpoints as ckpt
 from yourai.config import load_config
 from yourai.cli.train import cli_main
+from yourai.runs.record import read_record
 from yourai.models import ensure_default_model
 from yourai.train import (Control, MemoryAbort, MemoryCallback, NonFiniteAbort, Trainer, TrainingAbort,
                           TrainingCallback, train)
@@ -338,6 +339,8 @@ def test_two_ring_processes_match_one_process_with_the_same_global_batch(curated
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     begin = [m for m in read_metrics(tmp_path / "ring" / "metrics.jsonl") if m.get("event") == "train_begin"]
     assert begin[0]["world_size"] == 2
+    record = read_record(tmp_path / "ring")  # written by rank 0 alone
+    assert record["stages"]["train"]["status"] == "ok" and record["stages"]["train"]["metrics"]["steps"] == 4
     ring, one = step_lines(tmp_path / "ring" / "metrics.jsonl"), step_lines(single / "metrics.jsonl")
     assert [m["tokens"] for m in ring] == [m["tokens"] for m in one]  # the same global batches
     np.testing.assert_allclose([m["loss"] for m in ring], [m["loss"] for m in one], atol=1e-4)

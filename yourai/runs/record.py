@@ -120,7 +120,7 @@ def write_record(run_dir: str | Path, record: dict[str, Any]) -> Path:
     record["status"] = next((s for s in STATUS_ORDER if s in statuses), record.get("status", "running"))
     record["metrics"] = {key: value for stage in stages.values() for key, value in (stage.get("metrics") or {}).items()}
     path = run_dir / RUN_RECORD
-    staging = path.with_suffix(".json.tmp")
+    staging = path.with_suffix(f".json.{os.getpid()}.tmp")  # per writer: two processes never share one
     staging.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     os.replace(staging, path)
     return path

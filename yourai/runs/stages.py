@@ -7,8 +7,11 @@ files a comparison can pair.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import mlx.core as mx
 
 from yourai.config import Config
 from yourai.eval.results import evaluate, result_keys, write_results
@@ -34,17 +37,29 @@ def train_headline(result: TrainResult) -> dict[str, Any]:
 def run_training(config: Config, out_dir: str | Path, *, data_dir: str | Path | None = None, resume: bool = False,
                  overwrite: bool = False, progress: bool = True, kind: str = "train",
                  extra: Mapping[str, Any] | None = None) -> TrainResult:
-    """Resolve the data, train, record the stage; metrics also go to TensorBoard when it is installed."""
+    """Resolve the data, train, record the stage; metrics also go to TensorBoard when it is installed.
+
+    Under mlx.launch every rank runs this with the same --out; only rank 0 writes run.json and TensorBoard
+    (as only it writes metrics.jsonl and checkpoints): two writers of one record race and lose stages.
+    """
     out_dir = Path(out_dir)
-    with recorded_stage(out_dir, "train", kind, config=config, extra=extra) as stage:
+    records = records_this_process()
+    unrecorded = nullcontext({"metrics": {}, "data": {}, "results": {}})
+    with recorded_stage(out_dir, "train", kind, config=config, extra=extra) if records else unrecorded as stage:
         data = resolve_data(config, data_dir, out_dir)
         stage["data"].update({"train": data / "train.jsonl", **({"valid": data / "valid.jsonl"}
                                                                 if (data / "valid.jsonl").is_file() else {})})
         result = train(config, out_dir, data_dir=data, resume=resume, overwrite=overwrite, progress=progress)
         stage["metrics"].update(train_headline(result))
         stage["results"]["metrics"] = result.metrics_path
-    export_metrics(result.metrics_path, out_dir / "tensorboard")
+    if records:
+        export_metrics(result.metrics_path, out_dir / "tensorboard")
     return result
+
+
+def records_this_process() -> bool:
+    """True on a single process and on rank 0 of a distributed group: the one writer of a run's record."""
+    return mx.distributed.init().rank() == 0
 
 
 def eval_headline(results: dict[str, Any], prefix: str = "") -> dict[str, Any]:
