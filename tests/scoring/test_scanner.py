@@ -1,4 +1,4 @@
-"""The scanner (yourai.scoring.scanner): its three fast regexes find exactly what the one alternation finds."""
+"""The scanner (yourai.scoring.scanner): its two fast streams find exactly what the one alternation finds."""
 
 from __future__ import annotations
 
@@ -32,11 +32,36 @@ def test_no_folded_phrase_starts_like_an_exact_keyword() -> None:
     assert not [(f, e) for f in folded for e in exact if f.startswith(e)]
 
 
+def test_literal_starts_are_the_prefixes_every_match_begins_with() -> None:
+    assert scanner.literal_starts(r"[PpRrAa](?:ublished|eported)\s+in") == {
+        a + b for a in "pra" for b in ("ublished", "eported")}
+    assert scanner.literal_starts(r"N(?P<n>ature(?=,?\s+\d))") == {"nature"}
+    assert scanner.literal_starts(r"h(?P<url>ttps?://)") == {"http"}
+    assert scanner.literal_starts(r"1(?P<doi>0\.\d{4,9}/)") == {"10."}
+    assert scanner.literal_starts(r"[A-Z]bc") == {""}  # a range is no literal start
+
+
+def test_every_bounded_match_starts_with_one_of_its_verify_prefixes() -> None:
+    """The word stream only checks bounded patterns where a prefix matched: the prefixes must be necessary."""
+    samples = ["Ibid.", "ibid", "op. cit.", "Op.cit", "loc. cit", "10.1000/x", "https://a.gov", "http://b",
+               "www.x.org", "Patent No. 123,456", "pat. no 12345", "Nature, 12", "Science 3", "Published in Nature",
+               "reported in the Lancet", "Appeared in the New England Journal of Medicine", "NEJM", "WHO", "CDC",
+               "FDA", "NIH"]
+    prefixes = scanner.bounded_prefixes()
+    assert len(prefixes) > 10 and all(len(prefix) >= 3 for prefix in prefixes)
+    for sample in samples:
+        match = scanner.BOUNDED_AT_RE.match(sample)
+        assert match is not None, sample
+        assert any(match.group().lower().startswith(prefix) for prefix in prefixes), sample
+        assert scanner.WORD_RE.match("\n" + sample.lower()).lastgroup == "_verify", sample
+
+
 _PIECES = st.sampled_from([k.phrase for k in P.ALL_KEYWORDS] + [
     "[12]", "(Smith, 2001)", "[Blackburn 2004]", "\nReferences\n", "\n1. Smith J. Title 1999.", "Ibid.", "op. cit",
     "https://www.cdc.gov/x", "www.nih.gov", "10.1000/xyz", "Patent No. 123,456", "Nature 12", "Science, 3",
     "<ref name=a/>", "{{cite news|x}}", "{{sfn|A|2000}}", "<sup>3</sup>", "WHO", "Who", "İstanbul", "\u212aelvin",
-    "NEWS", "News", "x", "-", "_", " ", "\n", "  ", ".", "é", "É", "ǅ", "ß", "Σ", "1", "(", "[", "{", "<"])
+    "published in Nature", "Reported in the Lancet", "appeared in Science", "Loc. cit.", "OP. CIT", "HTTP://x",
+    "who", "nih", "Nature", "pat", "NEWS", "News", "x", "-", "_", " ", "\n", "  ", ".", "é", "É", "ǅ", "ß", "Σ", "1", "(", "[", "{", "<"])
 
 
 @settings(max_examples=400, deadline=None)

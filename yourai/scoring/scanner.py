@@ -1,14 +1,20 @@
 """The scorer's one left-to-right pass: every pattern of `patterns.py` in one alternation, walked fast.
 
 `COMBINED_RE` is the definition: one alternation of the structured patterns and the keyword
-tries, leftmost match first, no overlaps. `combined_matches` yields exactly its matches from three
-faster regexes (see `build_scan_regexes`), which is what `score.scan` walks.
+tries, leftmost match first, no overlaps. `combined_matches` yields exactly its matches from two
+faster streams (see `build_scan_regexes`), which is what `score.scan` walks.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+
+try:  # the regex parser behind `re`: public as sre_parse until 3.11, re._parser since
+    from re import _constants as _sre, _parser as _sre_parse
+except ImportError:  # Python 3.10
+    import sre_constants as _sre  # type: ignore[no-redef]
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
 
 from yourai.scoring.patterns import ALL_KEYWORDS, STRUCTURED_PATTERNS
 
@@ -65,45 +71,74 @@ def build_combined_regex() -> re.Pattern[str]:
     return re.compile("|".join(free) + r"|\b(?:" + "|".join(bounded + folded + exact) + ")", re.MULTILINE)
 
 
-def _lead_chars(lead: str) -> str:
-    """The characters a one-character lead (`N`, `1`, `[Pp]`) accepts."""
-    return lead[1:-1] if lead.startswith("[") else lead
+def _literal_starts(items: list, limit: int = 64) -> set[str]:
+    """Lower-case strings one of which every match of the parsed pattern `items` starts with.
 
-
-def _bounded_regex() -> re.Pattern[str]:
-    """`\\b(?:bounded structured | exact keywords)`, rewritten so sre can skip to candidate characters.
-
-    Every branch starts with a word character, so the regex opens with the class of all first
-    characters (sre's search then skips every other position in C), checks the boundary behind
-    it (`(?<!\\w\\w)`: the character before the lead is no word character), and lets each branch
-    claim its lead by a one-character look-behind; branch order, hence priority, is unchanged.
+    Literals and one-letter classes (`[Pp]`) extend every start; a group or an alternation adds its
+    own starts and ends the walk, as does anything else (a repeat, a class of many characters, a
+    look-around), so each start is a necessary prefix, never a guess. `limit` caps the set.
     """
+    starts = {""}
+    for op, arg in items:
+        if op is _sre.LITERAL:
+            chars = {chr(arg).lower()}
+        elif op is _sre.IN and all(kind is _sre.LITERAL for kind, _ in arg):
+            chars = {chr(code).lower() for _, code in arg}
+        elif op is _sre.SUBPATTERN:
+            return {a + b for a in starts for b in _literal_starts(list(arg[3]), limit)}
+        elif op is _sre.BRANCH:
+            inner = set().union(*(_literal_starts(list(branch), limit) for branch in arg[1]))
+            return {a + b for a in starts for b in inner} if len(starts) * len(inner) <= limit else starts
+        else:
+            return starts
+        if len(starts) * len(chars) > limit:
+            return starts
+        starts = {a + c for a in starts for c in chars}
+    return starts
+
+
+def literal_starts(regex: str) -> set[str]:
+    """The lower-case prefixes a match of `regex` must start with (see `_literal_starts`)."""
+    return _literal_starts(list(_sre_parse.parse(regex)))
+
+
+def _bounded_branches() -> list[str]:
+    """Word-bounded structured patterns, then exact keywords: the alternation's order at one position."""
     exact = [kw.phrase for kw in ALL_KEYWORDS if kw.case_sensitive]
-    branches = [(p.lead, f"(?P<{p.name}>{p.body})") for p in STRUCTURED_PATTERNS if p.boundary]
-    branches += [(trie[0], trie[1:] + r"\b") for trie in _trie_branches(exact, True)]
-    firsts = "".join(dict.fromkeys(ch for lead, _ in branches for ch in _lead_chars(lead)))
-    assert all(re.fullmatch(r"\w", ch) for ch in firsts), "a word-bounded pattern must start with a word character"
-    body = "|".join(f"(?<=[{_lead_chars(lead)}]){rest}" for lead, rest in branches)
-    return re.compile(f"[{firsts}]" + r"(?<!\w\w)(?:" + body + ")")
+    return ([f"{p.lead}(?P<{p.name}>{p.body})" for p in STRUCTURED_PATTERNS if p.boundary]
+            + [b + r"\b" for b in _trie_branches(exact, True)])
 
 
-def build_scan_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    """(free, bounded + exact, folded) regexes; the folded one runs on the lower-cased text.
+def bounded_prefixes() -> set[str]:
+    """The lower-case prefixes that mark where a word-bounded pattern or exact keyword may match."""
+    prefixes = set().union(*(literal_starts(branch) for branch in _bounded_branches()))
+    assert all(prefix and re.fullmatch(r"\w", prefix[0]) for prefix in prefixes), "a bounded pattern needs a literal start"
+    return prefixes
+
+
+def build_scan_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(free, word, bounded-at, folded-at): the regexes `combined_matches` walks instead of the alternation.
 
     Measured on the ../shared corpora (22 MB), one combined alternation ran at ~6 MB/s: sre tries
-    the branches at every word boundary, and each case-folding class `[aA]` costs more than a
-    literal. Split, the free patterns (leads `[ ( < { \\n`) and the bounded ones skip to their lead
-    characters (~80 and ~35 MB/s), and the keyword trie runs as plain lower-case literals on
-    `text.lower()` (~25 MB/s). Equivalence: free leads are never word characters and bounded ones
-    always are, so at most one stream matches at a position except bounded vs folded, where the
-    bounded stream wins as in the alternation; no folded phrase begins with an exact keyword
-    (tests/scoring/test_patterns.py checks that, and the merged matches on real text).
+    its branches at every word boundary, and a case-folding class `[aA]` costs more than a literal.
+    The free patterns (leads `[ ( < { \\n`, never word characters) run on the text and skip to
+    their leads (~80 MB/s). Everything that starts a word runs as ONE regex on `text.lower()`: the
+    folded keyword trie as plain literals, preceded by the lower-case prefixes every word-bounded
+    pattern and exact keyword must start with (`literal_starts`: `ibid`, `http`, `nature`, `who`, …,
+    named group `_verify`). Only where a prefix matches is the case-sensitive truth checked on the
+    text (bounded-at), then the folded trie at the same place (folded-at) — the alternation's order.
+    It opens with one non-word character, so sre skips to word starts in C. Two word passes (~27
+    and ~30 MB/s) became one (~22 MB/s, 1.0 s vs 1.6 s CPU on the corpora); the prefixes match
+    ~20,000 times there, of which the check keeps ~3,400.
     """
     free, _, _, _ = _regex_parts()
     folded_lower = [b + r"(?![\w-])" for b in _trie_branches([kw.phrase for kw in ALL_KEYWORDS
                                                               if not kw.case_sensitive], True)]
-    return (re.compile("|".join(free), re.MULTILINE), _bounded_regex(),
-            re.compile(r"\b(?:" + "|".join(folded_lower) + ")"))
+    bounded = _bounded_branches()
+    verify = "|".join(re.escape(prefix) for prefix in sorted(bounded_prefixes(), key=lambda p: (-len(p), p)))
+    word = re.compile(r"\W(?:(?P<_verify>" + verify + ")|" + "|".join(folded_lower) + ")")
+    return (re.compile("|".join(free), re.MULTILINE), word, re.compile("(?:" + "|".join(bounded) + ")"),
+            re.compile("(?:" + "|".join(folded_lower) + ")"))
 
 
 # Characters whose lower case would change a folded match: U+0130 lowers to two characters, the
@@ -112,30 +147,45 @@ UNSAFE_TO_LOWER = ("\u0130", "\u212a")
 
 
 COMBINED_RE = build_combined_regex()
-FREE_RE, BOUNDED_RE, FOLDED_RE = build_scan_regexes()
+FREE_RE, WORD_RE, BOUNDED_AT_RE, FOLDED_AT_RE = build_scan_regexes()
+
+
+def word_match(padded: str, lowered: str, pos: int) -> re.Match | None:
+    """The alternation's leftmost word-led match starting at or after `pos` (pos >= 1).
+
+    WORD_RE's match opens with the non-word character before the word, so the search starts one
+    earlier; a `_verify` prefix is checked on the text (bounded patterns and exact keywords win),
+    then as a folded keyword; if neither holds, the search goes on after that word start.
+    """
+    while (lead := WORD_RE.search(lowered, pos - 1)) is not None:
+        start = lead.start() + 1
+        if lead.lastgroup == "_verify":
+            match = BOUNDED_AT_RE.match(padded, start) or FOLDED_AT_RE.match(lowered, start)
+        else:
+            match = FOLDED_AT_RE.match(lowered, start)
+        if match is not None:
+            return match
+        pos = start + 1
+    return None
 
 
 def combined_matches(padded: str) -> Iterator[re.Match]:
-    """COMBINED_RE.finditer(padded), computed faster: the leftmost match of three streams, then past its end.
+    """COMBINED_RE.finditer(padded), computed faster: the leftmost match of two streams, then past its end.
 
-    Streams in the alternation's priority order (free, bounded + exact on the text; folded keywords
-    on its lower case): at equal starts the earlier stream wins, as the earlier branch would.
+    Free patterns on the text, word-led ones through `word_match` (the text and its lower case);
+    a free pattern starts on a non-word character and a word-led one on a word character, so they
+    never start at the same place. `padded` starts with a newline (scan's padding).
     """
     lowered = padded.lower()
     if len(lowered) != len(padded) or any(ch in padded for ch in UNSAFE_TO_LOWER):
         yield from COMBINED_RE.finditer(padded)
         return
-    streams = ((FREE_RE, padded), (BOUNDED_RE, padded), (FOLDED_RE, lowered))
-    pending = [regex.search(string) for regex, string in streams]
-    while True:
-        best = None
-        for match in pending:
-            if match is not None and (best is None or match.start() < best.start()):
-                best = match
-        if best is None:
-            return
+    free, word = FREE_RE.search(padded), word_match(padded, lowered, 1)
+    while free is not None or word is not None:
+        best = free if word is None or (free is not None and free.start() < word.start()) else word
         yield best
         end = best.end()
-        for index, (regex, string) in enumerate(streams):
-            if pending[index] is not None and pending[index].start() < end:
-                pending[index] = regex.search(string, end)
+        if free is not None and free.start() < end:
+            free = FREE_RE.search(padded, end)
+        if word is not None and word.start() < end:
+            word = word_match(padded, lowered, end)

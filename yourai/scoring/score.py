@@ -3,7 +3,7 @@
 Follows the reference scorer's arithmetic (anchor_your_ai.md §2) where it is sound and fixes
 it where it is not: every pattern is word-bounded and case-aware, and `Score.evidence` lists
 each hit with its span and contribution. The whole pattern set is ONE alternation
-(`scanner.COMBINED_RE`), walked once per document as three faster regexes (`scanner.combined_matches`).
+(`scanner.COMBINED_RE`), walked once per document as two faster streams (`scanner.combined_matches`).
 
 Metadata rule, in order:
 1. `year` (or `date`/`publication_date`/`published`) sets the era; else the text's own date.
@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from yourai.scoring import patterns as P
@@ -107,9 +108,7 @@ def _classify(match: re.Match, field_name: str, offset: int, padded: str) -> lis
     start, end = match.start() + offset, match.end() + offset
     name = match.lastgroup
     if name is None:
-        phrase = padded[match.start() : match.end()]  # the original text, whichever string matched
-        keywords = P.KEYWORDS_EXACT.get(phrase) or P.KEYWORDS_FOLDED.get(
-            P.WHITESPACE_RE.sub(" ", phrase).lower(), [])
+        keywords = _keywords_of(padded[match.start() : match.end()])  # the original text, whichever string matched
         return [_Hit(kw.phrase, kw.family, start, end, kw.evidence_type, kw.weight, field_name)
                 for kw in keywords]
     spec = P.STRUCTURED_BY_NAME[name]
@@ -125,6 +124,12 @@ def _classify(match: re.Match, field_name: str, offset: int, padded: str) -> lis
         return [_Hit(name, spec.family, start, end, spec.evidence_type, float(items), field_name)]
     weight = P.STRUCTURED_INSTITUTION_WEIGHTS.get(name, 1.0)
     return [_Hit(name, spec.family, start, end, spec.evidence_type, weight, field_name)]
+
+
+@lru_cache(maxsize=4096)
+def _keywords_of(phrase: str) -> list[P.Keyword]:
+    """The keyword rows a matched phrase stands for; cached, since a corpus repeats a few hundred spellings."""
+    return P.KEYWORDS_EXACT.get(phrase) or P.KEYWORDS_FOLDED.get(P.WHITESPACE_RE.sub(" ", phrase).lower(), [])
 
 
 def _url_hits(name: str, url: str, start: int, end: int, field_name: str) -> list[_Hit]:
