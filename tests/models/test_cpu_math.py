@@ -39,8 +39,9 @@ def _model() -> nn.Module:
 
 def test_the_swap_changes_the_mlp_class_only_and_keeps_the_outputs():
     model, plain, inputs = _model(), _model(), mx.array([[1, 5, 9, 2, 7]])
-    assert cpu_math.use_power_swiglu(model) == 2
+    assert cpu_math.use_power_exponentials(model) == 4  # 2 MLP and 2 attention blocks
     assert all(type(layer.mlp).__name__ == "PowerMLP" and isinstance(layer.mlp, llama.MLP) for layer in model.layers)
+    assert all(type(layer.self_attn).__name__ == "PowerAttention" for layer in model.layers)
     np.testing.assert_allclose(np.array(model(inputs)), np.array(plain(inputs)), rtol=1e-5, atol=1e-5)
     for each in (model, plain):  # LoRA wraps the same projections under the same names
         linear_to_lora_layers(each, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0})
@@ -51,7 +52,8 @@ def test_the_swap_changes_the_mlp_class_only_and_keeps_the_outputs():
 def test_off_the_cpu_nothing_changes(monkeypatch):
     monkeypatch.setattr(cpu_math, "on_cpu", lambda: False)
     model = _model()
-    assert cpu_math.use_power_swiglu(model) == 0 and all(type(layer.mlp) is llama.MLP for layer in model.layers)
+    assert cpu_math.use_power_exponentials(model) == 0 and all(type(layer.mlp) is llama.MLP for layer in model.layers)
+    assert all(type(layer.self_attn) is llama.Attention for layer in model.layers)
     x = mx.array([0.5, -3.0])
     assert np.array(cpu_math.exp(x)).tolist() == np.array(mx.exp(x)).tolist()
 
@@ -62,3 +64,60 @@ def test_models_users_load_get_the_swap():
 
     model, _ = load_model("default")
     assert {type(layer.mlp).__name__ for layer in model.model.layers} == {"PowerMLP"}
+    assert {type(layer.self_attn).__name__ for layer in model.model.layers} == {"PowerAttention"}
+
+
+def _qkv(batch: int, length: int, span: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    return (mx.array(rng.normal(size=(batch, 6, length, 8)).astype(np.float32)),
+            mx.array(rng.normal(size=(batch, 2, span, 8)).astype(np.float32)),
+            mx.array(rng.normal(size=(batch, 2, span, 8)).astype(np.float32)))
+
+
+_RAGGED = np.arange(9)[None, None, None, :] < np.array([9, 6, 7])[:, None, None, None] + np.arange(4)[None, None, :, None] - 3
+
+
+@pytest.mark.parametrize("mask", [None, "causal", "bool [L, S]", "bool [B, 1, L, S]", "additive [B, heads, L, S]"])
+def test_power_attention_equals_mlx_attention_and_its_gradient(mask):
+    queries, keys, values = _qkv(3, 4, 9)
+    arrays = {"bool [L, S]": mx.array(np.tril(np.ones((4, 9), bool), 5)),
+              "bool [B, 1, L, S]": mx.array(_RAGGED),
+              "additive [B, heads, L, S]": mx.array(np.random.default_rng(2).normal(size=(3, 6, 4, 9)).astype(np.float32))}
+    mask = arrays.get(mask, mask)
+    ours = cpu_math.power_attention(queries, keys, values, 0.35, mask)
+    mlx = mx.fast.scaled_dot_product_attention(queries, keys, values, scale=0.35, mask=mask)
+    np.testing.assert_allclose(np.array(ours), np.array(mlx), rtol=2e-5, atol=2e-6)
+    def loss(fn):
+        return lambda q, k, v: (fn(q, k, v) * mx.arange(8)).sum()
+    got = mx.grad(loss(lambda q, k, v: cpu_math.power_attention(q, k, v, 0.35, mask)), argnums=(0, 1, 2))(queries, keys, values)
+    want = mx.grad(loss(lambda q, k, v: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask=mask)),
+                   argnums=(0, 1, 2))(queries, keys, values)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
+
+
+def test_swapped_attention_matches_with_a_cache_and_a_prefix_cache():
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from yourai.eval.kv_cache import layer_caches, ragged_mask
+    from yourai.eval.loglik import prefill_prefix
+
+    model, plain = _model(), _model()
+    cpu_math.use_power_exponentials(model)
+    prompt, step = mx.array([[3, 8, 1, 4, 4, 9]]), mx.array([[7, 2]])
+    outputs = []
+    for each in (model, plain):
+        cache = make_prompt_cache(each)
+        outputs.append((each(prompt, cache=cache), each(step, cache=cache)))
+    for a, b in zip(*outputs):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-5)
+    rows = mx.array([[5, 6, 1], [2, 9, 9]])
+    joined = []
+    for each in (model, plain):  # TruthfulQA's shared prefix, per-row middles and the ragged mask
+        prefix = prefill_prefix(each, [1, 2, 3, 4])
+        middle = [(k[:, :, :2], v[:, :, :2]) for k, v in (
+            (mx.broadcast_to(k, (2, *k.shape[1:])), mx.broadcast_to(v, (2, *v.shape[1:]))) for k, v in prefix)]
+        caches = layer_caches(prefix, middle, np.array([2, 1]))
+        assert caches[0].make_mask(3).shape == ragged_mask(4, 2, np.array([2, 1]), 3).shape
+        joined.append(each(rows, cache=caches))
+    np.testing.assert_allclose(np.array(joined[0]), np.array(joined[1]), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,10 @@ So where arrays run on the CPU:
 * `exp(x)` is 2^(x · log2 e): the rounding of the product adds |x| · 2^-24 relative error, ~1e-6
   for the |x| < 20 that matter in a softmax — float32 noise next to the sum it feeds;
 * the loss takes its softmax gradient from the forward's exponentials (`head._chunk_ce`);
-* `use_power_swiglu` gives the llama family's MLP blocks SwiGLU through that exponential.
+* `use_power_exponentials` gives the llama family's MLP blocks SwiGLU through that exponential, and
+  their attention blocks a softmax through it (`power_attention`): mlx's fused attention has no
+  CPU kernel, and its composed fallback spends most of its time in exp (SmolLM2 at 8 x 256:
+  4.7 M attention scores per layer).
 
 On Metal and CUDA `exp` is cheap and every function here is the plain one.
 """
@@ -17,7 +20,8 @@ On Metal and CUDA `exp` is cheap and every function here is the plain one.
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import lru_cache, partial
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -51,30 +55,85 @@ def power_swiglu(gate: mx.array, x: mx.array) -> mx.array:
     return gate / (1 + power_exp(mx.minimum(-gate, SWIGLU_EXP_CAP))) * x
 
 
-def use_power_swiglu(model: nn.Module) -> int:
-    """On the CPU, make the model's llama-family MLP blocks compute SwiGLU by `power_swiglu`; how many.
+def _masked(scores: mx.array, mask: Any, queries: int, keys: int) -> mx.array:
+    """Scores [B, kv heads, group, L, S] under an mlx-lm attention mask: None, "causal" or an array."""
+    if mask is None:
+        return scores
+    if isinstance(mask, str):  # "causal": the queries are the last L of the S positions
+        mask = mx.arange(keys)[None, :] <= (mx.arange(queries) + keys - queries)[:, None]
+    elif mask.ndim == 4:  # [B or 1, heads or 1, L, S] -> split the heads as the scores are
+        mask = mask.reshape(mask.shape[0], -1, scores.shape[2], queries, keys) if mask.shape[1] > 1 else mask[:, :, None]
+    if mask.dtype == mx.bool_:
+        return mx.where(mask, scores, mx.finfo(scores.dtype).min)
+    return scores + mask
 
-    Only blocks of exactly mlx-lm's llama MLP class (down(swiglu(gate(x), up(x)))) change, and only
-    their class: parameters, their names and LoRA wrapping stay as they were.
+
+def power_attention(queries: mx.array, keys: mx.array, values: mx.array, scale: float, mask: Any) -> mx.array:
+    """softmax(q k^T * scale + mask) v, as mx.fast.scaled_dot_product_attention, with the softmax's
+    exponential a power of two. Grouped heads (n_q = group * n_kv) share their key/value head by
+    reshaping the queries, never by copying keys; the softmax is shifted by its row maximum."""
+    batch, n_q, length, dim = queries.shape
+    n_kv, span = keys.shape[1], keys.shape[2]
+    group = n_q // n_kv
+    scores = ((queries * scale).reshape(batch, n_kv, group * length, dim) @ keys.swapaxes(-1, -2))
+    scores = _masked(scores.reshape(batch, n_kv, group, length, span), mask, length, span)
+    weights = power_exp(scores - mx.stop_gradient(scores.max(axis=-1, keepdims=True)))
+    weights = (weights / weights.sum(axis=-1, keepdims=True)).reshape(batch, n_kv, group * length, span)
+    return (weights @ values).reshape(batch, n_q, length, -1)
+
+
+def _supported_mask(mask: Any) -> bool:
+    """The masks `_masked` reads: none, "causal", [L, S] and [B or 1, heads or 1, L, S] arrays."""
+    if mask is None or isinstance(mask, str):
+        return mask in (None, "causal")
+    return mask.ndim in (2, 4)
+
+
+def use_power_exponentials(model: nn.Module) -> int:
+    """On the CPU, give the model's llama-family blocks SwiGLU and attention through `power_exp`; how many changed.
+
+    Only modules of exactly mlx-lm's llama `MLP` and `Attention` classes change, and only their class:
+    parameters, their names and LoRA wrapping stay as they were.
     """
     if not on_cpu():
         return 0
     from mlx_lm.models import llama
 
-    blocks = [module for _, module in model.named_modules() if type(module) is llama.MLP]
-    for block in blocks:
-        block.__class__ = _power_mlp_class(llama.MLP)
-    return len(blocks)
+    classes = {llama.MLP: _power_classes()[0], llama.Attention: _power_classes()[1]}
+    changed = [module for _, module in model.named_modules() if type(module) in classes]
+    for module in changed:
+        module.__class__ = classes[type(module)]
+    return len(changed)
 
 
-_POWER_CLASSES: dict[type, type] = {}
+@lru_cache(maxsize=1)
+def _power_classes() -> tuple[type, type]:
+    """Subclasses of mlx-lm's llama MLP and Attention whose forwards take their exponentials as powers of two."""
+    from mlx_lm.models import llama
+    from mlx_lm.models.base import scaled_dot_product_attention
 
-
-def _power_mlp_class(base: type) -> type:
-    """The subclass of mlx-lm's MLP whose forward uses power_swiglu (made once per base class)."""
-    if base not in _POWER_CLASSES:
+    class PowerMLP(llama.MLP):
         def __call__(self, x: mx.array) -> mx.array:
             return self.down_proj(power_swiglu(self.gate_proj(x), self.up_proj(x)))
 
-        _POWER_CLASSES[base] = type(f"Power{base.__name__}", (base,), {"__call__": __call__, "__module__": __name__})
-    return _POWER_CLASSES[base]
+    class PowerAttention(llama.Attention):
+        """llama.Attention's forward (projections, RoPE at the cache's offset, the cache) with power_attention;
+        quantized caches, non-float32 arrays and unusual masks keep mlx's attention."""
+
+        def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+            batch, length, _ = x.shape
+            heads = [proj(x).reshape(batch, length, n, -1).transpose(0, 2, 1, 3)
+                     for proj, n in ((self.q_proj, self.n_heads), (self.k_proj, self.n_kv_heads), (self.v_proj, self.n_kv_heads))]
+            queries, keys, values = heads
+            if cache is not None:
+                queries, keys = self.rope(queries, offset=cache.offset), self.rope(keys, offset=cache.offset)
+                keys, values = cache.update_and_fetch(keys, values)
+            else:
+                queries, keys = self.rope(queries), self.rope(keys)
+            if hasattr(cache, "bits") or queries.dtype != mx.float32 or not _supported_mask(mask):
+                out = scaled_dot_product_attention(queries, keys, values, cache=cache, scale=self.scale, mask=mask)
+            else:
+                out = power_attention(queries, keys, values, self.scale, mask)
+            return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+
+    return PowerMLP, PowerAttention
