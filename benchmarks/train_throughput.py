@@ -14,6 +14,10 @@ ceiling measured in this run. Targets: >= 1.25x mlx-lm tokens/s, <= 0.7x its pea
 the ceiling. The quantized base is timed too (few steps, small shapes) as users would run it on
 Metal; on the CPU it is not the fast path, and the script says so.
 
+On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, attention and the loss with
+their exponentials as powers of two (yourai/models/cpu_math.py); the mlx_lm.lora arm runs mlx-lm's
+own model code, with mlx's exp. The header line says which.
+
     python benchmarks/train_throughput.py --model smollm2-135m-instruct [--repeats 3] [--steps 12]
     python benchmarks/train_throughput.py --model default --steps 30 --batch 8 --seq 256
 """
@@ -29,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from yourai.models import cpu_math
 
 TARGET_SPEED, TARGET_RSS, TARGET_CEILING = 1.25, 0.70, 0.50
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}
@@ -220,6 +226,9 @@ def main() -> None:
                   "skip": args.skip}
         print(f"base {base} ({'dequantized from ' + source if was_quantized else 'float as given'}); "
               f"batch {args.batch} x {args.seq}, {args.steps} steps ({args.skip} skipped), load average {os.getloadavg()[0]:.1f}")
+        if cpu_math.on_cpu():
+            print("CPU: the yourai arms take exponentials as powers of two (yourai/models/cpu_math.py); "
+                  "mlx_lm.lora uses mlx's exp")
         for repeat in range(args.repeats):
             for arm in (ARMS if repeat % 2 == 0 else tuple(reversed(ARMS))):  # alternate arm order
                 out = str(tmp / f"{arm.replace(' ', '_').replace('/', '')}-{repeat}")
