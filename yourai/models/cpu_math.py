@@ -12,7 +12,8 @@ So where arrays run on the CPU:
 * `use_power_exponentials` gives the llama family's MLP blocks SwiGLU through that exponential, and
   their attention blocks a softmax through it (`power_attention`): mlx's fused attention has no
   CPU kernel, and its composed fallback spends most of its time in exp (SmolLM2 at 8 x 256:
-  4.7 M attention scores per layer).
+  4.7 M attention scores per layer). Both have written-out backwards that recompute their
+  exponentials, so a step holds less for its backward than with mlx's functions, not more.
 
 On Metal and CUDA `exp` is cheap and every function here is the plain one.
 """
