@@ -41,7 +41,7 @@ def load_sources(sources: Sequence[str | Mapping[str, Any]], settings: CurateCon
     for spec, stem in zip(specs, stems):
         name = stem if stems.count(stem) == 1 else f"{Path(spec.location).parent.name}/{stem}"
         filled = (fill_item(item, spec)[0] for item in iter_source(spec) if item.data is not None)
-        groups[name] = [item.data for item in filled]
+        groups.setdefault(name, []).extend(item.data for item in filled)  # a folder/stem shared twice: both kept
     return groups
 
 
