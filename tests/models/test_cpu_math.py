@@ -42,9 +42,11 @@ def _model() -> nn.Module:
 
 def test_the_swap_changes_the_mlp_class_only_and_keeps_the_outputs():
     model, plain, inputs = _model(), _model(), mx.array([[1, 5, 9, 2, 7]])
-    assert cpu_math.use_power_exponentials(model) == 4  # 2 MLP and 2 attention blocks
+    assert cpu_math.use_power_exponentials(model) == 6  # 2 MLP, 2 attention and the 2 blocks holding them
     assert all(type(layer.mlp).__name__ == "PowerMLP" and isinstance(layer.mlp, llama.MLP) for layer in model.layers)
     assert all(type(layer.self_attn).__name__ == "PowerAttention" for layer in model.layers)
+    assert all(type(layer).__name__ == "PowerBlock" and isinstance(layer, llama.TransformerBlock) for layer in model.layers)
+    assert cpu_math.use_power_exponentials(model) == 0  # a second call finds nothing left to swap
     np.testing.assert_allclose(np.array(model(inputs)), np.array(plain(inputs)), rtol=1e-5, atol=1e-5)
     for each in (model, plain):  # LoRA wraps the same projections under the same names
         linear_to_lora_layers(each, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0})
@@ -56,7 +58,7 @@ def test_off_the_cpu_nothing_changes(monkeypatch):
     monkeypatch.setattr(cpu_math, "on_cpu", lambda: False)
     model = _model()
     assert cpu_math.use_power_exponentials(model) == 0 and all(type(layer.mlp) is llama.MLP for layer in model.layers)
-    assert all(type(layer.self_attn) is llama.Attention for layer in model.layers)
+    assert all(type(layer.self_attn) is llama.Attention and type(layer) is llama.TransformerBlock for layer in model.layers)
     x = mx.array([0.5, -3.0])
     assert np.array(cpu_math.exp(x)).tolist() == np.array(mx.exp(x)).tolist()
 
@@ -68,6 +70,7 @@ def test_models_users_load_get_the_swap():
     model, _ = load_model("default")
     assert {type(layer.mlp).__name__ for layer in model.model.layers} == {"PowerMLP"}
     assert {type(layer.self_attn).__name__ for layer in model.model.layers} == {"PowerAttention"}
+    assert {type(layer).__name__ for layer in model.model.layers} == {"PowerBlock"}
 
 
 def _qkv(batch: int, length: int, span: int, seed: int = 1):

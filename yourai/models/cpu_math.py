@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, Callable
 
 import mlx.core as mx
 import mlx.nn as nn
+
+from yourai.models import recompute
 
 LOG2E = 1.0 / math.log(2.0)
 SWIGLU_EXP_CAP = 80.0  # e^80 = 5.5e34: finite in float32, and its square's reciprocal underflows to 0
@@ -111,26 +113,33 @@ def power_attention(queries: mx.array, keys: mx.array, values: mx.array, scale: 
         masked = _masked(grouped.reshape(batch, n_kv, n_q // n_kv, length, span), mask, length, span)
         return masked.reshape(batch, n_kv, rows, span)
 
+    def grouped(tokens: mx.array) -> mx.array:
+        """[B, L, n_q * D] -> [B, n_kv, rows, D], the layout the scores are computed in."""
+        return tokens.reshape(batch, length, n_kv, n_q // n_kv, dim).transpose(0, 2, 3, 1, 4).reshape(batch, n_kv, rows, dim)
+
     @mx.custom_function
     def attend(q: mx.array, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
         logits = scores(q, k)
         peak = logits.max(axis=-1, keepdims=True)
         weights = power_exp(logits - peak)
         total = weights.sum(axis=-1, keepdims=True)
-        return (weights / total) @ v, peak + mx.log(total)
+        out = ((weights / total) @ v).reshape(batch, n_kv, n_q // n_kv, length, dim).transpose(0, 3, 1, 2, 4)
+        return out.reshape(batch, length, n_q * dim), peak + mx.log(total)
 
     @attend.vjp
     def attend_vjp(primals: list, cotangents: list, outputs: list) -> tuple[mx.array, mx.array, mx.array]:
         q, k, v = primals
-        out, log_total = outputs
-        d_out = cotangents[0]
+        out, log_total = grouped(outputs[0]), outputs[1]
+        d_out = grouped(cotangents[0])
         weights = power_exp(scores(q, k) - log_total)
         d_scores = weights * (d_out @ v.swapaxes(-1, -2) - (d_out * out).sum(axis=-1, keepdims=True))
         d_q = (d_scores @ k * scale).reshape(batch, n_q, length, dim)
         d_k = d_scores.swapaxes(-1, -2) @ (q * scale).reshape(batch, n_kv, rows, dim)
         return d_q, d_k, weights.swapaxes(-1, -2) @ d_out
 
-    return attend(queries, keys, values)[0].reshape(batch, n_q, length, -1)
+    # The output is made in token order [B, L, n_q * D] and returned as a transposed view: the projection
+    # after attention reads that buffer as it is, so the forward keeps one copy of it for both backwards.
+    return attend(queries, keys, values)[0].reshape(batch, length, n_q, dim).transpose(0, 2, 1, 3)
 
 
 def _supported_mask(mask: Any) -> bool:
@@ -143,39 +152,75 @@ def _supported_mask(mask: Any) -> bool:
 def use_power_exponentials(model: nn.Module) -> int:
     """On the CPU, give the model's llama-family blocks SwiGLU and attention through `power_exp`; how many changed.
 
-    Only modules of exactly mlx-lm's llama `MLP` and `Attention` classes change, and only their class:
-    parameters, their names and LoRA wrapping stay as they were.
+    Only modules of exactly mlx-lm's llama `MLP`, `Attention` and `TransformerBlock` classes change (a
+    block only when its parts are those and its norms RMSNorm), and only their class: parameters, their
+    names and LoRA wrapping stay as they were. The swapped block hands its norms to the attention and
+    MLP so that LoRA projections recompute the normed input in the backward (models/recompute.py).
     """
     if not on_cpu():
         return 0
     from mlx_lm.models import llama
 
-    classes = {llama.MLP: _power_classes()[0], llama.Attention: _power_classes()[1]}
-    changed = [module for _, module in model.named_modules() if type(module) in classes]
+    mlp, attention, block = _power_classes()
+    changed = [module for _, module in model.named_modules() if type(module) in (llama.MLP, llama.Attention)
+               or (type(module) is llama.TransformerBlock and _plain_block(module))]
     for module in changed:
-        module.__class__ = classes[type(module)]
+        module.__class__ = {llama.MLP: mlp, llama.Attention: attention, llama.TransformerBlock: block}[type(module)]
     return len(changed)
 
 
+def _plain_block(block: nn.Module) -> bool:
+    """A llama block built as mlx-lm builds it: llama Attention and MLP, RMSNorm before each."""
+    from mlx_lm.models import llama
+
+    return (type(block.self_attn) is llama.Attention and type(block.mlp) is llama.MLP
+            and type(block.input_layernorm) is nn.RMSNorm and type(block.post_attention_layernorm) is nn.RMSNorm)
+
+
+def _projected(make_input: Callable[[mx.array], mx.array], source: mx.array, layers: list[nn.Module]) -> list[mx.array]:
+    """[layer(make_input(source)) ...]: recomputing make_input in the backward where the layers allow it."""
+    if recompute.recomputable(layers):
+        return recompute.project(make_input, [source], layers)
+    x = make_input(source)
+    return [layer(x) for layer in layers]
+
+
+def _same(x: mx.array) -> mx.array:
+    return x
+
+
 @lru_cache(maxsize=1)
-def _power_classes() -> tuple[type, type]:
-    """Subclasses of mlx-lm's llama MLP and Attention whose forwards take their exponentials as powers of two."""
+def _power_classes() -> tuple[type, type, type]:
+    """Subclasses of mlx-lm's llama MLP, Attention and TransformerBlock: exponentials as powers of two, and
+    LoRA inputs recomputed in the backward."""
     from mlx_lm.models import llama
     from mlx_lm.models.base import scaled_dot_product_attention
 
     class PowerMLP(llama.MLP):
         def __call__(self, x: mx.array) -> mx.array:
-            return self.down_proj(power_swiglu(self.gate_proj(x), self.up_proj(x)))
+            return self.through(_same, x)
+
+        def through(self, make_input: Callable[[mx.array], mx.array], source: mx.array) -> mx.array:
+            """self(make_input(source))."""
+            gate, up = _projected(make_input, source, [self.gate_proj, self.up_proj])
+            if recompute.recomputable([self.down_proj]):
+                return recompute.project(power_swiglu, [gate, up], [self.down_proj])[0]
+            return self.down_proj(power_swiglu(gate, up))
 
     class PowerAttention(llama.Attention):
         """llama.Attention's forward (projections, RoPE at the cache's offset, the cache) with power_attention;
         quantized caches, non-float32 arrays and unusual masks keep mlx's attention."""
 
         def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
-            batch, length, _ = x.shape
-            heads = [proj(x).reshape(batch, length, n, -1).transpose(0, 2, 1, 3)
-                     for proj, n in ((self.q_proj, self.n_heads), (self.k_proj, self.n_kv_heads), (self.v_proj, self.n_kv_heads))]
-            queries, keys, values = heads
+            return self.through(_same, x, mask, cache)
+
+        def through(self, make_input: Callable[[mx.array], mx.array], source: mx.array, mask: Any = None,
+                    cache: Any = None) -> mx.array:
+            """self(make_input(source), mask, cache)."""
+            batch, length, _ = source.shape
+            projected = _projected(make_input, source, [self.q_proj, self.k_proj, self.v_proj])
+            queries, keys, values = [p.reshape(batch, length, n, -1).transpose(0, 2, 1, 3)
+                                     for p, n in zip(projected, (self.n_heads, self.n_kv_heads, self.n_kv_heads))]
             if cache is not None:
                 queries, keys = self.rope(queries, offset=cache.offset), self.rope(keys, offset=cache.offset)
                 keys, values = cache.update_and_fetch(keys, values)
@@ -187,4 +232,11 @@ def _power_classes() -> tuple[type, type]:
                 out = power_attention(queries, keys, values, self.scale, mask)
             return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
 
-    return PowerMLP, PowerAttention
+    class PowerBlock(llama.TransformerBlock):
+        """llama.TransformerBlock's forward, the norms handed to the attention and MLP as functions."""
+
+        def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+            h = x + self.self_attn.through(recompute.rms_normed(self.input_layernorm), x, mask, cache)
+            return h + self.mlp.through(recompute.rms_normed(self.post_attention_layernorm), h)
+
+    return PowerMLP, PowerAttention, PowerBlock
