@@ -76,7 +76,8 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
 
     @projections.vjp
     def projections_vjp(primals: list, cotangents: list, outputs: list) -> tuple[mx.array, ...]:
-        x = make_input(*primals[:count])
+        sources = mx.depends(list(primals[:count]), list(cotangents))  # not merged with the forward under mx.compile
+        x = make_input(*sources)
         rows = x.reshape(-1, x.shape[-1])
         d_x, grads = None, []
         for layer, params, d_out in zip(layers, split(primals[count:]), cotangents):
@@ -88,7 +89,7 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
                 d_xa = d_z @ lora_b.T
                 d_x = d_x + (d_xa @ lora_a.T).reshape(x.shape)
                 grads += [rows.T @ d_xa, (rows @ lora_a).T @ d_z]
-        _, d_inputs = mx.vjp(make_input, list(primals[:count]), [d_x])
+        _, d_inputs = mx.vjp(make_input, sources, [d_x])
         return (*d_inputs, *grads)
 
     return list(projections(*inputs, *[p for layer in layers for p in _params(layer)]))
