@@ -240,7 +240,7 @@ def _power_classes() -> tuple[type, type, type]:
                 out = scaled_dot_product_attention(queries, keys, values, cache=cache, scale=self.scale, mask=mask)
             else:
                 out = power_attention(queries, keys, values, self.scale, mask)
-            return self.o_proj(out.transpose(0, 2, 1, 3).reshape(batch, length, -1))
+            return _projected(_same, out.transpose(0, 2, 1, 3).reshape(batch, length, -1), [self.o_proj])[0]
 
     class PowerBlock(llama.TransformerBlock):
         """llama.TransformerBlock's forward, the norms handed to the attention and MLP as functions."""

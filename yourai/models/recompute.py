@@ -47,12 +47,16 @@ def _params(layer: nn.Module) -> list[mx.array]:
 
 
 def _forward(layer: nn.Module, x: mx.array, params: Sequence[mx.array]) -> mx.array:
-    """The layer's output from `params` (as _params orders them), in the order of ops mlx-lm's LoRALinear uses."""
+    """The layer's output from `params` (as _params orders them): mlx-lm's LoRALinear, with the adapter's
+    scaled product accumulated into the base output by one addmm instead of three passes over [tokens, out]."""
     base = _base(layer)
     y = mx.addmm(base.bias, x, params[0].T) if "bias" in base else x @ params[0].T
     if len(params) == 1:
         return y
-    return y + (layer.scale * ((x @ params[1]) @ params[2])).astype(x.dtype)
+    xa = x @ params[1]
+    if xa.dtype != y.dtype or params[2].dtype != y.dtype:  # mixed precision: mlx-lm's casts, as it does them
+        return y + (layer.scale * (xa @ params[2])).astype(x.dtype)
+    return mx.addmm(y, xa, params[2], alpha=layer.scale)
 
 
 def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], layers: Sequence[nn.Module]) -> list[mx.array]:
@@ -79,16 +83,17 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
         sources = mx.depends(list(primals[:count]), list(cotangents))  # not merged with the forward under mx.compile
         x = make_input(*sources)
         rows = x.reshape(-1, x.shape[-1])
-        d_x, grads = None, []
+        d_rows, grads = None, []  # d(loss)/dx as [tokens, in], each product accumulated into it by addmm
         for layer, params, d_out in zip(layers, split(primals[count:]), cotangents):
-            d_x = d_out @ params[0] if d_x is None else d_x + d_out @ params[0]
+            d_out = d_out.reshape(-1, d_out.shape[-1])
+            d_rows = d_out @ params[0] if d_rows is None else mx.addmm(d_rows, d_out, params[0])
             grads.append(mx.zeros_like(params[0]))
-            if len(params) == 3:
+            if len(params) == 3:  # the scale applied where arrays are [tokens, rank] or [rank, out], not [tokens, out]
                 lora_a, lora_b = params[1:]
-                d_z = (layer.scale * d_out).reshape(-1, d_out.shape[-1])  # [tokens, out]: d(loss)/d((xA)B)
-                d_xa = d_z @ lora_b.T
-                d_x = d_x + (d_xa @ lora_a.T).reshape(x.shape)
-                grads += [rows.T @ d_xa, (rows @ lora_a).T @ d_z]
+                d_xa = (d_out @ lora_b.T) * layer.scale
+                d_rows = mx.addmm(d_rows, d_xa, lora_a.T)
+                grads += [rows.T @ d_xa, ((rows @ lora_a).T @ d_out) * layer.scale]
+        d_x = d_rows.reshape(x.shape)
         _, d_inputs = mx.vjp(make_input, sources, [d_x])
         return (*d_inputs, *grads)
 
