@@ -127,3 +127,21 @@ def test_swapped_attention_matches_with_a_cache_and_a_prefix_cache():
         assert caches[0].make_mask(3).shape == ragged_mask(4, 2, np.array([2, 1]), 3).shape
         joined.append(each(rows, cache=caches))
     np.testing.assert_allclose(np.array(joined[0]), np.array(joined[1]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [8, 10])  # whole blocks, and a short last block
+def test_causal_attention_in_query_blocks_equals_mlx_attention(monkeypatch, length):
+    monkeypatch.setattr(cpu_math, "CAUSAL_BLOCK", 4)
+    calls = []
+    whole = cpu_math._attention_tokens
+    monkeypatch.setattr(cpu_math, "_attention_tokens", lambda q, k, v, *rest: calls.append(k.shape[2]) or whole(q, k, v, *rest))
+    queries, keys, values = _qkv(2, length, length, seed=7)
+    weights = mx.array(np.random.default_rng(8).normal(size=queries.shape).astype(np.float32))
+    def run(fn):
+        return mx.value_and_grad(lambda q, k, v: (fn(q, k, v) * weights).sum(), argnums=(0, 1, 2))(queries, keys, values)
+    (ours, grads) = run(lambda q, k, v: cpu_math.power_attention(q, k, v, 0.35, "causal"))
+    assert calls == list(range(4, length, 4)) + [length]  # each block of queries against the keys up to its end
+    (mlx, want) = run(lambda q, k, v: mx.fast.scaled_dot_product_attention(q, k, v, scale=0.35, mask="causal"))
+    np.testing.assert_allclose(ours.item(), mlx.item(), rtol=1e-5)
+    for a, b in zip(grads, want):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-5)
