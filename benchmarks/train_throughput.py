@@ -101,8 +101,9 @@ def resolve(name: str) -> str:
 
 def float_base(source: str, out: Path) -> tuple[str, bool, int]:
     """(float32 base both trainers load, whether the source was quantized, matmul weights per token)."""
+    import mlx.core as mx
     import mlx.nn as nn
-    from mlx.utils import tree_flatten
+    from mlx.utils import tree_flatten, tree_map
     from mlx_lm import load
     from mlx_lm.utils import dequantize_model, save_config, save_model
 
@@ -110,7 +111,11 @@ def float_base(source: str, out: Path) -> tuple[str, bool, int]:
     quantized = any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
     path = source
     if quantized:
-        model = dequantize_model(model)
+        model = dequantize_model(model)  # float16 where the quantization scales are
+    half = [k for k, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32]
+    if half:  # float32 for both arms: neither trainer then casts a weight in every matmul
+        model.update(tree_map(lambda v: v.astype(mx.float32) if mx.issubdtype(v.dtype, mx.floating) else v, model.parameters()))
+    if quantized or half:
         for key in ("quantization", "quantization_config"):
             config.pop(key, None)
         path = str(out / "float-base")

@@ -21,7 +21,7 @@ from yourai.schema import _bounded, _choice, _items, _records, _read_yaml, _set_
 from yourai.tiers import CONSENSUS_MIN_AUTHORITY, PRIMARY_MAX_AUTHORITY
 
 
-# model.dequantize: auto = float weights on the CPU backend (its quantized matmul is slow), the quantized base
+# model.dequantize: auto = float32 weights on the CPU backend (its quantized and half-precision matmuls are slow), the quantized base
 # kept on Metal/CUDA; always / never regardless of the backend (yourai/models/dequantize.py).
 DEQUANTIZE_MODES = ("auto", "never", "always")
 

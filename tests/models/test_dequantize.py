@@ -140,3 +140,26 @@ def test_generate_command_chat_and_dequantize(native_model_dir, monkeypatch, cap
     assert seen == ["never", "auto"]
     with pytest.raises(SystemExit):
         yourai_main(argv + ["--dequantize", "sometimes"])
+
+
+def test_a_half_precision_float_base_is_made_float32_as_a_quantized_one_is(native_model_dir, tmp_path, monkeypatch):
+    """Most hub models are bfloat16 safetensors: on the CPU their matmuls are as slow as quantized ones."""
+    import shutil
+
+    from mlx.utils import tree_map
+
+    model, _ = load_model(str(native_model_dir), dequantize="always")
+    half = tmp_path / "half"
+    shutil.copytree(native_model_dir, half)
+    config = json.loads((half / "config.json").read_text())
+    config.pop("quantization", None)
+    config.pop("quantization_config", None)
+    for stale in half.glob("*.safetensors"):
+        stale.unlink()  # this test's own copy
+    load.save_mlx_model(model.update(tree_map(lambda p: p.astype(mx.bfloat16), model.parameters())), config, half)
+    assert {v.dtype for _, v in tree_flatten(load_model(str(half), dequantize="never")[0].parameters())} == {mx.bfloat16}
+    assert {v.dtype for _, v in tree_flatten(load_model(str(half), dequantize="always")[0].parameters())} == {mx.float32}
+    monkeypatch.setattr(load, "mlx_backend", lambda: "cpu")
+    assert {v.dtype for _, v in tree_flatten(load_model(str(half), dequantize="auto")[0].parameters())} == {mx.float32}
+    monkeypatch.setattr(load, "mlx_backend", lambda: "metal")
+    assert {v.dtype for _, v in tree_flatten(load_model(str(half), dequantize="auto")[0].parameters())} == {mx.bfloat16}

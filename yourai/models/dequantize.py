@@ -1,4 +1,5 @@
-"""`model.dequantize`: swap a quantized base's layers for float ones where quantized matmuls are slow.
+"""`model.dequantize`: swap a quantized base's layers for float32 ones (and half-precision weights for float32)
+where quantized and half-precision matmuls are slow.
 
 MLX's quantized matmul is fast on Metal and CUDA but slow on the CPU backend. Measured on this project's
 busy 2-core Linux box (SmolLM2-135M, one forward of batch 4 × 128, one OpenBLAS thread):
@@ -33,6 +34,17 @@ def should_dequantize(mode: str, backend: str) -> bool:
 def is_quantized(model: nn.Module) -> bool:
     """Whether any layer holds packed weights."""
     return any(isinstance(module, QUANTIZED_LAYERS) for _, module in model.named_modules())
+
+
+def needs_float32(model: nn.Module) -> bool:
+    """Whether dequantize_model would change the model: packed layers, or half-precision float parameters.
+
+    A float16 / bfloat16 base on the CPU is as slow as the timings above say, and even float16 weights
+    beside float32 activations cost a cast per matmul: a SmolLM2 [2048, 576] x [576, 1536] product
+    took 27.4 ms with float16 weights, 22.4 ms with float32 (min of 20, this machine).
+    """
+    return is_quantized(model) or any(mx.issubdtype(value.dtype, mx.floating) and value.dtype != CPU_FLOAT_DTYPE
+                                      for _, value in tree_flatten(model.parameters()))
 
 
 def dequantized_weight(layer: nn.Module, dtype: mx.Dtype) -> mx.array:

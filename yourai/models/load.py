@@ -21,7 +21,7 @@ from mlx.utils import tree_flatten
 
 from yourai.hardware import mlx_backend
 from yourai.models.cpu_math import use_power_exponentials
-from yourai.models.dequantize import dequantize_model, is_quantized, should_dequantize
+from yourai.models.dequantize import dequantize_model, needs_float32, should_dequantize
 from yourai.models.registry import PACKAGED_MODELS, ensure_packaged_model
 from yourai.paths import default_model_dir, sample_corpus_path
 
@@ -116,7 +116,7 @@ def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None 
     adapters = resolve_adapter_dir(adapter_path) if adapter_path else None
     try:
         model, tokenizer = load(name)
-        if should_dequantize(dequantize, mlx_backend()) and is_quantized(model):
+        if should_dequantize(dequantize, mlx_backend()) and needs_float32(model):
             dequantize_model(model)
         use_power_exponentials(model)  # on the CPU only: SwiGLU and attention without mx.exp (models/cpu_math.py)
         if adapters:
