@@ -37,16 +37,17 @@ def _frozen(dims: int, out: int, seed: int) -> nn.Linear:
 
 NORM = nn.RMSNorm(16)
 NORM.weight = mx.linspace(0.5, 1.5, 16)
-INPUTS = {  # make_input, its inputs, and the width of what it makes
-    "rms_norm": (recompute.rms_normed(NORM), [(2, 5, 16)], 16),
-    "swiglu": (cpu_math.power_swiglu, [(2, 5, 16), (2, 5, 16)], 16),
-    "identity": (lambda x: x, [(3, 16)], 16),
+INPUTS = {  # make_input, its inputs, the width of what it makes, and an input_vjp for it
+    "rms_norm": (recompute.rms_normed(NORM), [(2, 5, 16)], 16, None),
+    "swiglu": (cpu_math.power_swiglu, [(2, 5, 16), (2, 5, 16)], 16, None),
+    "swiglu, one sigmoid": (cpu_math.power_swiglu, [(2, 5, 16), (2, 5, 16)], 16, cpu_math.swiglu_vjp),
+    "identity": (lambda x: x, [(3, 16)], 16, None),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(INPUTS))
 def test_project_gives_the_layers_outputs_and_gradients(kind):
-    make_input, shapes, width = INPUTS[kind]
+    make_input, shapes, width, input_vjp = INPUTS[kind]
     rng = np.random.default_rng(0)
     inputs = [mx.array(rng.normal(size=shape).astype(np.float32)) for shape in shapes]
     layers = [_lora(width, 12, 1), _frozen(width, 7, 2), _lora(width, 9, 3, bias=True)]
@@ -58,7 +59,7 @@ def test_project_gives_the_layers_outputs_and_gradients(kind):
             layer.lora_a, layer.lora_b = a, b
         return sum((out * w).sum() for out, w in zip(project(arrays), weights))
 
-    fused = lambda arrays: recompute.project(make_input, arrays, layers)  # noqa: E731
+    fused = lambda arrays: recompute.project(make_input, arrays, layers, input_vjp)  # noqa: E731
     plain = lambda arrays: [layer(make_input(*arrays)) for layer in layers]  # noqa: E731
     adapters = [(layer.lora_a, layer.lora_b) for layer in lora]
     assert recompute.recomputable(layers)

@@ -14,7 +14,11 @@ So where arrays run on the CPU:
   their attention blocks a softmax through it (`power_attention`): mlx's fused attention has no
   CPU kernel, and its composed fallback spends most of its time in exp (SmolLM2 at 8 x 256:
   4.7 M attention scores per layer). Both have written-out backwards that recompute their
-  exponentials, so a step holds less for its backward than with mlx's functions, not more.
+  exponentials, so a step holds less for its backward than with mlx's functions, not more; each
+  recomputation depends on its cotangent (`recomputed`), or mx.compile would merge it into the forward;
+* causal attention over a whole sequence goes in query blocks that skip the all-masked score tiles;
+* the swapped llama block hands its norms to the attention and MLP, whose LoRA projections then
+  recompute the normed state and the SwiGLU output in the backward (models/recompute.py).
 
 On Metal and CUDA `exp` is cheap and every function here is the plain one.
 """
@@ -71,6 +75,20 @@ def power_swiglu(gate: mx.array, x: mx.array) -> mx.array:
 def _power_swiglu_vjp(primals: list, cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
     gate, x = recomputed(primals, [cotangent])
     return _swiglu_grads(gate, x, cotangent)
+
+
+@partial(mx.compile, shapeless=True)
+def _swiglu_value_and_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """power_swiglu(gate, x) and its two gradients from one sigmoid (a backward that recomputes the output)."""
+    sig = _power_sigmoid(gate)
+    silu = gate * sig
+    return silu * x, d_out * x * (sig + silu * (1 - sig)), d_out * silu
+
+
+def swiglu_vjp(primals: list, d_out: mx.array) -> tuple[mx.array, list[mx.array]]:
+    """(power_swiglu(*primals), its gradients for d_out): recompute.project's input_vjp for a SwiGLU input."""
+    value, d_gate, d_x = _swiglu_value_and_grads(*primals, d_out)
+    return value, [d_gate, d_x]
 
 
 def recomputed(primals: list[mx.array], cotangents: list[mx.array]) -> list[mx.array]:
@@ -232,7 +250,7 @@ def _power_classes() -> tuple[type, type, type]:
             """self(make_input(source))."""
             gate, up = _projected(make_input, source, [self.gate_proj, self.up_proj])
             if recompute.recomputable([self.down_proj]):
-                return recompute.project(power_swiglu, [gate, up], [self.down_proj])[0]
+                return recompute.project(power_swiglu, [gate, up], [self.down_proj], input_vjp=swiglu_vjp)[0]
             return self.down_proj(power_swiglu(gate, up))
 
     class PowerAttention(llama.Attention):

@@ -59,12 +59,18 @@ def _forward(layer: nn.Module, x: mx.array, params: Sequence[mx.array]) -> mx.ar
     return mx.addmm(y, xa, params[2], alpha=layer.scale)
 
 
-def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], layers: Sequence[nn.Module]) -> list[mx.array]:
+InputVjp = Callable[[list, mx.array], tuple[mx.array, Sequence[mx.array]]]
+
+
+def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], layers: Sequence[nn.Module],
+            input_vjp: InputVjp | None = None) -> list[mx.array]:
     """[layer(make_input(*inputs)) for layer in layers], with make_input's output recomputed in the backward.
 
     `make_input` must be a function of `inputs` only (frozen arrays it closes over get no gradient); the
     layers must pass `recomputable`. Gradients flow to `inputs` and to every LoRA layer's lora_a and
-    lora_b; a frozen weight's gradient is never formed (zeros, left unevaluated).
+    lora_b; a frozen weight's gradient is never formed (zeros, left unevaluated). The backward gets the
+    recomputed input and the inputs' gradients from one `mx.vjp` of make_input, or from
+    `input_vjp(inputs, d_input) -> (input, d_inputs)` where one function computes both more cheaply.
     """
     count = len(inputs)
     sizes = [len(_params(layer)) for layer in layers]
@@ -72,6 +78,10 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
     def split(params: Sequence[mx.array]) -> list[Sequence[mx.array]]:
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         return [params[start:start + size] for start, size in zip(starts, sizes)]
+
+    def recompute_and_vjp(sources: list, d_x: mx.array) -> tuple[mx.array, Sequence[mx.array]]:
+        (x,), d_inputs = mx.vjp(make_input, sources, [d_x])
+        return x, d_inputs
 
     @mx.custom_function
     def projections(*arrays: mx.array) -> tuple[mx.array, ...]:
@@ -81,20 +91,24 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
     @projections.vjp
     def projections_vjp(primals: list, cotangents: list, outputs: list) -> tuple[mx.array, ...]:
         sources = mx.depends(list(primals[:count]), list(cotangents))  # not merged with the forward under mx.compile
-        x = make_input(*sources)
-        rows = x.reshape(-1, x.shape[-1])
-        d_rows, grads = None, []  # d(loss)/dx as [tokens, in], each product accumulated into it by addmm
+        d_rows, adapters = None, []  # d(loss)/dx as [tokens, in], each product accumulated into it by addmm
         for layer, params, d_out in zip(layers, split(primals[count:]), cotangents):
             d_out = d_out.reshape(-1, d_out.shape[-1])
             d_rows = d_out @ params[0] if d_rows is None else mx.addmm(d_rows, d_out, params[0])
-            grads.append(mx.zeros_like(params[0]))
             if len(params) == 3:  # the scale applied where arrays are [tokens, rank] or [rank, out], not [tokens, out]
-                lora_a, lora_b = params[1:]
-                d_xa = (d_out @ lora_b.T) * layer.scale
-                d_rows = mx.addmm(d_rows, d_xa, lora_a.T)
-                grads += [rows.T @ d_xa, ((rows @ lora_a).T @ d_out) * layer.scale]
-        d_x = d_rows.reshape(x.shape)
-        _, d_inputs = mx.vjp(make_input, sources, [d_x])
+                d_xa = (d_out @ params[2].T) * layer.scale
+                d_rows = mx.addmm(d_rows, d_xa, params[1].T)
+                adapters.append((d_xa, d_out, params[1], layer.scale))
+            else:
+                adapters.append(None)
+        # d(loss)/dx needs no x: the input is recomputed only now, together with its own backward
+        x, d_inputs = (input_vjp or recompute_and_vjp)(sources, d_rows.reshape(*cotangents[0].shape[:-1], -1))
+        rows, grads = x.reshape(-1, x.shape[-1]), []
+        for params, adapter in zip(split(primals[count:]), adapters):
+            grads.append(mx.zeros_like(params[0]))
+            if adapter is not None:
+                d_xa, d_out, lora_a, scale = adapter
+                grads += [rows.T @ d_xa, ((rows @ lora_a).T @ d_out) * scale]
         return (*d_inputs, *grads)
 
     return list(projections(*inputs, *[p for layer in layers for p in _params(layer)]))
