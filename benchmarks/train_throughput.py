@@ -2,7 +2,8 @@
 
 Both arms train LoRA (rank 8, scale 20, dropout 0, every layer, AdamW at a constant 1e-5, no clipping)
 on the same float32 base — the model as given, dequantized first if it is quantized, since MLX's
-quantized matmul is not the CPU fast path — and the same text-only dataset, batch and maximum
+quantized matmul is not the CPU fast path, and cast to float32 (mlx-lm's dequantize leaves float16
+weights, which cost a cast in every matmul) — and the same text-only dataset, batch and maximum
 sequence length. Each run is a fresh process (so peak RSS is that arm's alone); arms alternate
 over `--repeats` and we report medians. A second, identical `yourai plain` arm (A/A) is the noise
 floor. Tokens are counted as mlx-lm counts them (every real token of every sequence; padding never
@@ -12,12 +13,14 @@ Achieved FLOP/s uses the LoRA estimate 4 x N per token (forward 2N, input gradie
 matmul weight incl. the output head; attention scores ignored), against an fp32 1024² matmul
 ceiling measured in this run: the best of one measurement before each arm and one after the last, since
 a moment when another job shares the cores must not lower the roofline. Targets: >= 1.25x mlx-lm
-tokens/s, <= 0.7x its peak RSS, >= 50 % of the ceiling. The quantized base is timed too (few steps, small shapes) as users would run it on
-Metal; on the CPU it is not the fast path, and the script says so.
+tokens/s, <= 0.7x its peak RSS, >= 50 % of the ceiling. The quantized base is timed too (few steps,
+small shapes) as users would run it on Metal; on the CPU it is not the fast path, and the script
+says so.
 
 On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, attention and the loss with
-their exponentials as powers of two (yourai/models/cpu_math.py); the mlx_lm.lora arm runs mlx-lm's
-own model code, with mlx's exp. The header line says which.
+their exponentials as powers of two, causal attention in query blocks (yourai/models/cpu_math.py),
+LoRA inputs recomputed in the backward (yourai/models/recompute.py); the mlx_lm.lora arm runs
+mlx-lm's own model code, with mlx's exp. The header line says which.
 
     python benchmarks/train_throughput.py --model smollm2-135m-instruct [--repeats 3] [--steps 12]
     python benchmarks/train_throughput.py --model default --steps 30 --batch 8 --seq 256
@@ -235,8 +238,8 @@ def main() -> None:
         print(f"base {base} ({'dequantized from ' + source if was_quantized else 'float as given'}); "
               f"batch {args.batch} x {args.seq}, {args.steps} steps ({args.skip} skipped), load average {os.getloadavg()[0]:.1f}")
         if cpu_math.on_cpu():
-            print("CPU: the yourai arms take exponentials as powers of two (yourai/models/cpu_math.py); "
-                  "mlx_lm.lora uses mlx's exp")
+            print("CPU: the yourai arms take exponentials as powers of two and recompute LoRA inputs "
+                  "(yourai/models/cpu_math.py, recompute.py); mlx_lm.lora uses mlx's exp and autodiff")
         ceilings = []
         for repeat in range(args.repeats):
             for arm in (ARMS if repeat % 2 == 0 else tuple(reversed(ARMS))):  # alternate arm order
