@@ -105,21 +105,16 @@ def resolve(name: str) -> str:
 
 def float_base(source: str, out: Path) -> tuple[str, bool, int]:
     """(float32 base both trainers load, whether the source was quantized, matmul weights per token)."""
-    import mlx.core as mx
-    import mlx.nn as nn
-    from mlx.utils import tree_flatten, tree_map
+    from mlx.utils import tree_flatten
     from mlx_lm import load
-    from mlx_lm.utils import dequantize_model, save_config, save_model
+    from mlx_lm.utils import save_config, save_model
+
+    from yourai.models.dequantize import dequantize_model, is_quantized, needs_float32
 
     model, tokenizer, config = load(source, return_config=True)
-    quantized = any(isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)) for _, m in model.named_modules())
-    path = source
-    if quantized:
-        model = dequantize_model(model)  # float16 where the quantization scales are
-    half = [k for k, v in tree_flatten(model.parameters()) if mx.issubdtype(v.dtype, mx.floating) and v.dtype != mx.float32]
-    if half:  # float32 for both arms: neither trainer then casts a weight in every matmul
-        model.update(tree_map(lambda v: v.astype(mx.float32) if mx.issubdtype(v.dtype, mx.floating) else v, model.parameters()))
-    if quantized or half:
+    quantized, path = is_quantized(model), source
+    if needs_float32(model):  # float32 for both arms (mlx-lm's own dequantize leaves float16 weights)
+        dequantize_model(model)
         for key in ("quantization", "quantization_config"):
             config.pop(key, None)
         path = str(out / "float-base")

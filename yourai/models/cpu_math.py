@@ -80,9 +80,8 @@ def _power_swiglu_vjp(primals: list, cotangent: mx.array, output: mx.array) -> t
 @partial(mx.compile, shapeless=True)
 def _swiglu_value_and_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.array, mx.array, mx.array]:
     """power_swiglu(gate, x) and its two gradients from one sigmoid (a backward that recomputes the output)."""
-    sig = _power_sigmoid(gate)
-    silu = gate * sig
-    return silu * x, d_out * x * (sig + silu * (1 - sig)), d_out * silu
+    silu, d_gate, d_x = _silu_and_grads(gate, x, d_out)
+    return silu * x, d_gate, d_x
 
 
 def swiglu_vjp(primals: list, d_out: mx.array) -> tuple[mx.array, list[mx.array]]:
@@ -101,12 +100,17 @@ def recomputed(primals: list[mx.array], cotangents: list[mx.array]) -> list[mx.a
     return mx.depends(list(primals), list(cotangents))
 
 
-@partial(mx.compile, shapeless=True)
-def _swiglu_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.array, mx.array]:
-    """d/dgate = d_out x (s + gate s (1 - s)), d/dx = d_out gate s, with s = sigmoid(gate)."""
+def _silu_and_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+    """silu(gate), d/dgate = d_out x (s + gate s (1 - s)) and d/dx = d_out gate s, with s = sigmoid(gate)."""
     sig = _power_sigmoid(gate)
     silu = gate * sig
-    return d_out * x * (sig + silu * (1 - sig)), d_out * silu
+    return silu, d_out * x * (sig + silu * (1 - sig)), d_out * silu
+
+
+@partial(mx.compile, shapeless=True)
+def _swiglu_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.array, mx.array]:
+    """power_swiglu's two gradients."""
+    return _silu_and_grads(gate, x, d_out)[1:]
 
 
 def _masked(scores: mx.array, mask: Any, queries: int, keys: int) -> mx.array:
@@ -223,11 +227,12 @@ def _plain_block(block: nn.Module) -> bool:
             and type(block.input_layernorm) is nn.RMSNorm and type(block.post_attention_layernorm) is nn.RMSNorm)
 
 
-def _projected(make_input: Callable[[mx.array], mx.array], source: mx.array, layers: list[nn.Module]) -> list[mx.array]:
-    """[layer(make_input(source)) ...]: recomputing make_input in the backward where the layers allow it."""
+def _projected(make_input: Callable[..., mx.array], sources: list[mx.array], layers: list[nn.Module],
+               input_vjp: recompute.InputVjp | None = None) -> list[mx.array]:
+    """[layer(make_input(*sources)) ...]: recomputing make_input in the backward where the layers allow it."""
     if recompute.recomputable(layers):
-        return recompute.project(make_input, [source], layers)
-    x = make_input(source)
+        return recompute.project(make_input, sources, layers, input_vjp)
+    x = make_input(*sources)
     return [layer(x) for layer in layers]
 
 
@@ -248,10 +253,8 @@ def _power_classes() -> tuple[type, type, type]:
 
         def through(self, make_input: Callable[[mx.array], mx.array], source: mx.array) -> mx.array:
             """self(make_input(source))."""
-            gate, up = _projected(make_input, source, [self.gate_proj, self.up_proj])
-            if recompute.recomputable([self.down_proj]):
-                return recompute.project(power_swiglu, [gate, up], [self.down_proj], input_vjp=swiglu_vjp)[0]
-            return self.down_proj(power_swiglu(gate, up))
+            gate, up = _projected(make_input, [source], [self.gate_proj, self.up_proj])
+            return _projected(power_swiglu, [gate, up], [self.down_proj], swiglu_vjp)[0]
 
     class PowerAttention(llama.Attention):
         """llama.Attention's forward (projections, RoPE at the cache's offset, the cache) with power_attention;
@@ -264,7 +267,7 @@ def _power_classes() -> tuple[type, type, type]:
                     cache: Any = None) -> mx.array:
             """self(make_input(source), mask, cache)."""
             batch, length, _ = source.shape
-            projected = _projected(make_input, source, [self.q_proj, self.k_proj, self.v_proj])
+            projected = _projected(make_input, [source], [self.q_proj, self.k_proj, self.v_proj])
             queries, keys, values = [p.reshape(batch, length, n, -1).transpose(0, 2, 1, 3)
                                      for p, n in zip(projected, (self.n_heads, self.n_kv_heads, self.n_kv_heads))]
             if cache is not None:
@@ -276,7 +279,7 @@ def _power_classes() -> tuple[type, type, type]:
                 out = scaled_dot_product_attention(queries, keys, values, cache=cache, scale=self.scale, mask=mask)
             else:
                 out = power_attention(queries, keys, values, self.scale, mask)
-            return _projected(_same, out.transpose(0, 2, 1, 3).reshape(batch, length, -1), [self.o_proj])[0]
+            return _projected(_same, [out.transpose(0, 2, 1, 3).reshape(batch, length, -1)], [self.o_proj])[0]
 
     class PowerBlock(llama.TransformerBlock):
         """llama.TransformerBlock's forward, the norms handed to the attention and MLP as functions."""
