@@ -17,8 +17,9 @@ tokens/s, <= 0.7x its peak RSS, >= 50 % of the ceiling. The quantized base is ti
 small shapes) as users would run it on Metal; on the CPU it is not the fast path, and the script
 says so.
 
-On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, attention and the loss with
-their exponentials as powers of two, causal attention in query blocks (yourai/models/cpu_math.py),
+On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, attention's softmax and the loss
+through yourai's fused kernels (yourai/models/native, built on first use; the arm "yourai plain MLX ops"
+turns them off to measure what they add), causal attention in query blocks (yourai/models/cpu_math.py),
 LoRA inputs recomputed in the backward (yourai/models/recompute.py); the mlx_lm.lora arm runs
 mlx-lm's own model code, with mlx's exp. The header line says which.
 
@@ -42,7 +43,8 @@ from yourai.models import cpu_math
 
 TARGET_SPEED, TARGET_RSS, TARGET_CEILING = 1.25, 0.70, 0.50
 LORA = {"rank": 8, "scale": 20.0, "dropout": 0.0}
-ARMS = ("yourai plain", "yourai weighted", "mlx_lm.lora", "yourai plain A/A")
+ARMS = ("yourai plain", "yourai weighted", "mlx_lm.lora", "yourai plain A/A", "yourai plain MLX ops")
+NO_KERNELS = "yourai plain MLX ops"  # YOURAI_NATIVE=0: what the fused CPU kernels (models/native) add
 
 OURS = r'''
 import json, resource, sys
@@ -142,11 +144,11 @@ def text_dataset(out: Path) -> Path:
     return plain
 
 
-def run_arm(code: str, params: dict, timeout_s: float | None = None) -> dict | None:
-    """One arm in a fresh process; None when it ran past `timeout_s`."""
+def run_arm(code: str, params: dict, timeout_s: float | None = None, env: dict | None = None) -> dict | None:
+    """One arm in a fresh process (with `env` added to this one's); None when it ran past `timeout_s`."""
     try:
         done = subprocess.run([sys.executable, "-c", code, json.dumps(params)], capture_output=True, text=True,
-                              check=False, timeout=timeout_s)
+                              check=False, timeout=timeout_s, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         return None
     if done.returncode != 0:
@@ -190,6 +192,10 @@ def report(results: dict[str, list[dict]], flops_per_token: float, ceilings: lis
     twin = medians["yourai plain A/A"]
     print(f"A/A (identical yourai arms): {twin['tokens_per_s'] / ours['tokens_per_s']:.2f}x tokens/s, "
           f"{twin['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x RSS")
+    bare = medians.get(NO_KERNELS)
+    if bare:
+        print(f"fused CPU kernels (yourai plain over {NO_KERNELS}): {ours['tokens_per_s'] / bare['tokens_per_s']:.2f}x tokens/s, "
+              f"{ours['peak_rss_mb'] / bare['peak_rss_mb']:.2f}x RSS")
 
 
 def quantized_arm(source: str, common: dict, args: argparse.Namespace, tmp: Path) -> None:
@@ -233,8 +239,13 @@ def main() -> None:
         print(f"base {base} ({'dequantized from ' + source if was_quantized else 'float as given'}); "
               f"batch {args.batch} x {args.seq}, {args.steps} steps ({args.skip} skipped), load average {os.getloadavg()[0]:.1f}")
         if cpu_math.on_cpu():
-            print("CPU: the yourai arms take exponentials as powers of two and recompute LoRA inputs "
-                  "(yourai/models/cpu_math.py, recompute.py); mlx_lm.lora uses mlx's exp and autodiff")
+            from yourai.models import native
+
+            kernels = native.status()
+            print("CPU: the yourai arms run SwiGLU, attention's softmax and the loss through yourai's fused kernels "
+                  f"({'in use' if kernels.module else kernels.reason}; models/native), elsewhere exponentials as powers "
+                  f"of two, and recompute LoRA inputs (cpu_math.py, recompute.py); '{NO_KERNELS}' runs with YOURAI_NATIVE=0; "
+                  "mlx_lm.lora uses mlx's exp and autodiff")
         ceilings = []
         for repeat in range(args.repeats):
             for arm in (ARMS if repeat % 2 == 0 else tuple(reversed(ARMS))):  # alternate arm order
@@ -243,7 +254,8 @@ def main() -> None:
                 if arm == "mlx_lm.lora":
                     row = run_arm(PEER, {**common, "out": out, "every": 1, "lora": LORA})
                 else:
-                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]})
+                    row = run_arm(OURS, {**common, "out": out, "objective": arm.split()[1]},
+                                  env={"YOURAI_NATIVE": "0"} if arm == NO_KERNELS else None)
                 results[arm].append(row)
                 print(f"  repeat {repeat} {arm:18s} {row['tokens_per_s']:8.1f} tokens/s  peak RSS {row['peak_rss_mb']:6.0f} MB",
                       flush=True)

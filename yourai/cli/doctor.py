@@ -7,6 +7,7 @@ import argparse
 import json
 
 from yourai.hardware import doctor_report, format_doctor
+from yourai.models import native
 from yourai.models.registry import packaged_model_status
 
 
@@ -24,11 +25,25 @@ def format_packaged_models(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def native_report() -> dict:
+    """The fused CPU kernels: in use (and where the build lies), or why MLX's ops run instead."""
+    state = native.status()
+    return {"in_use": state.module is not None, "status": state.reason, "library": str(state.path) if state.path else None,
+            "threads": state.module.threads() if state.module else None}
+
+
+def format_native(report: dict) -> str:
+    if report["in_use"]:
+        return f"CPU kernels      in use, {report['threads']} threads ({report['library']})"
+    return f"CPU kernels      not in use: {report['status']}"
+
+
 def cli_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="yourai doctor", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
-    report = {**doctor_report(), "packaged_models": packaged_model_status()}
+    report = {**doctor_report(), "native_kernels": native_report(), "packaged_models": packaged_model_status()}
     print(json.dumps(report, indent=2) if args.json else
-          format_doctor(report) + "\n" + format_packaged_models(report["packaged_models"]))
+          "\n".join([format_doctor(report), format_native(report["native_kernels"]),
+                     format_packaged_models(report["packaged_models"])]))
     return 0

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import mlx.core as mx
 import mlx.nn as nn
 
-from yourai.models import recompute
+from yourai.models import native, recompute
 
 LOG2E = 1.0 / math.log(2.0)
 SWIGLU_EXP_CAP = 80.0  # e^80 = 5.5e34: finite in float32, and its square's reciprocal underflows to 0
@@ -41,6 +41,13 @@ SWIGLU_EXP_CAP = 80.0  # e^80 = 5.5e34: finite in float32, and its square's reci
 def on_cpu() -> bool:
     """Whether arrays run on the CPU now (a Mac can choose it with mx.set_default_device)."""
     return mx.default_device() == mx.cpu
+
+
+def kernels(*arrays: mx.array) -> Any:
+    """yourai's fused CPU kernels (models/native) when they apply: arrays on the CPU, all float32, built."""
+    if not on_cpu() or any(a.dtype != mx.float32 for a in arrays):
+        return None
+    return native.module()
 
 
 def power_exp(x: mx.array) -> mx.array:
@@ -68,13 +75,15 @@ def power_swiglu(gate: mx.array, x: mx.array) -> mx.array:
     these ops kept two more [tokens, intermediate] arrays per block (six SmolLM2-size blocks at 8 x 256:
     +160 MB of mx peak memory over mlx's SwiGLU; with the written-out backward, -144 MB).
     """
-    return gate * _power_sigmoid(gate) * x
+    fused = kernels(gate, x)
+    return fused.swiglu(gate, x) if fused else gate * _power_sigmoid(gate) * x
 
 
 @power_swiglu.vjp
 def _power_swiglu_vjp(primals: list, cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
     gate, x = recomputed(primals, [cotangent])
-    return _swiglu_grads(gate, x, cotangent)
+    fused = kernels(gate, x, cotangent)
+    return tuple(fused.swiglu_grads(gate, x, cotangent, False)) if fused else _swiglu_grads(gate, x, cotangent)
 
 
 @partial(mx.compile, shapeless=True)
@@ -86,7 +95,8 @@ def _swiglu_value_and_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tup
 
 def swiglu_vjp(primals: list, d_out: mx.array) -> tuple[mx.array, list[mx.array]]:
     """(power_swiglu(*primals), its gradients for d_out): recompute.project's input_vjp for a SwiGLU input."""
-    value, d_gate, d_x = _swiglu_value_and_grads(*primals, d_out)
+    fused = kernels(*primals, d_out)
+    value, d_gate, d_x = fused.swiglu_grads(*primals, d_out, True) if fused else _swiglu_value_and_grads(*primals, d_out)
     return value, [d_gate, d_x]
 
 
@@ -172,24 +182,46 @@ def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale
     @mx.custom_function
     def attend(q: mx.array, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
         logits = scores(q, k)
-        peak = logits.max(axis=-1, keepdims=True)
-        weights = power_exp(logits - peak)
-        total = weights.sum(axis=-1, keepdims=True)
-        out = ((weights / total) @ v).reshape(batch, n_kv, n_q // n_kv, length, dim).transpose(0, 3, 1, 2, 4)
-        return out.reshape(batch, length, n_q * dim), peak + mx.log(total)
+        probabilities, log_total = softmax_rows(logits)
+        out = (probabilities @ v).reshape(batch, n_kv, n_q // n_kv, length, dim).transpose(0, 3, 1, 2, 4)
+        return out.reshape(batch, length, n_q * dim), log_total
 
     @attend.vjp
     def attend_vjp(primals: list, cotangents: list, outputs: list) -> tuple[mx.array, mx.array, mx.array]:
         q, k, v = recomputed(primals, cotangents[:1])
         out, log_total = grouped(outputs[0]), outputs[1]
         d_out = grouped(cotangents[0])
-        weights = power_exp(scores(q, k) - log_total)
-        d_scores = weights * (d_out @ v.swapaxes(-1, -2) - (d_out * out).sum(axis=-1, keepdims=True))
+        weights, d_scores = softmax_rows_vjp(scores(q, k), log_total, d_out @ v.swapaxes(-1, -2),
+                                             (d_out * out).sum(axis=-1, keepdims=True))
         d_q = (d_scores @ k * scale).reshape(batch, n_q, length, dim)
         d_k = d_scores.swapaxes(-1, -2) @ (q * scale).reshape(batch, n_kv, rows, dim)
         return d_q, d_k, weights.swapaxes(-1, -2) @ d_out
 
     return attend(queries, keys, values)[0]
+
+
+def softmax_rows(scores: mx.array) -> tuple[mx.array, mx.array]:
+    """(softmax over the last axis, its log-sum-exp [..., 1]): one fused pass per row where the kernels apply."""
+    fused = kernels(scores)
+    if fused:
+        probabilities, log_total = fused.softmax_rows(scores)
+        return probabilities, log_total
+    peak = scores.max(axis=-1, keepdims=True)
+    weights = power_exp(scores - peak)
+    total = weights.sum(axis=-1, keepdims=True)
+    return weights / total, peak + mx.log(total)
+
+
+def softmax_rows_vjp(scores: mx.array, log_total: mx.array, d_weights: mx.array,
+                     delta: mx.array) -> tuple[mx.array, mx.array]:
+    """(weights e^(scores - log_total), their scores' gradient weights * (d_weights - delta)) from recomputed
+    scores; delta [..., 1] is each row's sum(d_out * out)."""
+    fused = kernels(scores, log_total, d_weights, delta)
+    if fused:
+        weights, d_scores = fused.softmax_grad_rows(scores, log_total, d_weights, delta)
+        return weights, d_scores
+    weights = power_exp(scores - log_total)
+    return weights, weights * (d_weights - delta)
 
 
 def _supported_mask(mask: Any) -> bool:

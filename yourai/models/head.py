@@ -106,8 +106,27 @@ def _chunk_ce(head: Callable, hidden: mx.array, targets: mx.array) -> mx.array:
     is a power of two (yourai.models.cpu_math: ~4x cheaper there).
     """
     logits = head(hidden).astype(mx.float32)
+    fused = cpu_math.kernels(logits)
+    if fused:
+        return fused.cross_entropy_rows(logits, targets, False)[0]
     shifted = logits - mx.stop_gradient(logits.max(axis=-1, keepdims=True))
     return mx.log(cpu_math.exp(shifted).sum(axis=-1)) - mx.take_along_axis(shifted, targets[:, None], axis=-1)[:, 0]
+
+
+def _chunk_ce_and_grad(head: Callable, hidden: mx.array, targets: mx.array) -> tuple[mx.array, mx.array]:
+    """(_chunk_ce, its gradient for hidden at a cotangent of one per token).
+
+    Where the fused kernels apply, one pass per row gives the CE and softmax - onehot, and the head's own
+    vjp carries that to hidden (its forward output is never used there, so never computed twice).
+    """
+    fused = cpu_math.kernels()
+    if not fused:
+        (ce,), (grad,) = mx.vjp(lambda h: _chunk_ce(head, h, targets), [hidden], [mx.ones(targets.shape, mx.float32)])
+        return ce, grad
+    logits = head(hidden)
+    ce, d_logits = fused.cross_entropy_rows(logits.astype(mx.float32), targets, True)
+    _, (grad,) = mx.vjp(head, [hidden], [d_logits.astype(logits.dtype)])
+    return ce, grad
 
 
 def _chained_chunks(split: HeadSplit, hidden: mx.array, targets: mx.array, with_grad: bool) -> mx.array:
@@ -118,8 +137,7 @@ def _chained_chunks(split: HeadSplit, hidden: mx.array, targets: mx.array, with_
         if pieces:
             rows = mx.depends(rows, pieces[-1])  # evaluate after the previous chunk: one chunk alive at a time
         if with_grad:
-            (ce,), (grad,) = mx.vjp(lambda h, g=goals: _chunk_ce(split.head, h, g), [rows],
-                                    [mx.ones(goals.shape, mx.float32)])
+            ce, grad = _chunk_ce_and_grad(split.head, rows, goals)
             pieces.append(mx.concatenate([grad.astype(mx.float32), ce[:, None]], axis=1))
         else:
             pieces.append(_chunk_ce(split.head, rows, goals)[:, None])
