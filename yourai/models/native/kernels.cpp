@@ -59,10 +59,14 @@ inline float exp_f32(float x) {
   p = std::fma(p, r, 1.6666665459e-1f);
   p = std::fma(p, r, 5.0000001201e-1f);
   p = std::fma(p * r, r, r) + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  // 2^n from its exponent bits; n reaches 128 just below the overflow, past float32's largest power
+  // of two, so that last doubling is a multiply.
+  const float n_low = n > 127.0f ? 127.0f : n;
+  const int32_t bits = (static_cast<int32_t>(n_low) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   float y = p * scale;
+  y = n > n_low ? y * 2.0f : y;
   y = x < lo ? 0.0f : y;
   y = x > hi ? std::numeric_limits<float>::infinity() : y;
   return x != x ? x : y;
