@@ -14,7 +14,7 @@ from mlx_lm.tuner.utils import linear_to_lora_layers
 
 from yourai.loss import objective_from_token_ce, objective_loss
 from yourai.models import head as head_module
-from yourai.models.head import chunked_cross_entropy, split_head, token_cross_entropy
+from yourai.models.head import HeadSplit, chunked_cross_entropy, split_head, token_cross_entropy
 
 SEED = 0
 
@@ -55,6 +55,12 @@ def test_split_reproduces_the_models_logits(tied):
     assert split is not None and split.vocab_size == 300
     inputs = _batch(300)[0]
     np.testing.assert_array_equal(np.array(split.head(split.hidden(inputs))), np.array(model(inputs)))
+
+
+@pytest.mark.parametrize("vocab, rows", [(49152, 128), (300, 27904), (151936, 55), (2**21 + 1, 3)])
+def test_chunks_are_a_multiple_of_64_positions_where_that_many_fit(vocab, rows):
+    split = HeadSplit(body=None, head=None, vocab_size=vocab)
+    assert split.chunk_tokens == rows and 4 * vocab * rows <= head_module.CE_CHUNK_BYTES
 
 
 @pytest.mark.parametrize("differentiable", [True, False])

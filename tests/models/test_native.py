@@ -195,7 +195,7 @@ def test_each_reason_not_to_build_is_reported_not_raised(monkeypatch, tmp_path):
     broken = tmp_path / "kernels.cpp"
     broken.write_text("this is not C++\n")
     monkeypatch.setattr(native, "SOURCE", broken)
-    monkeypatch.setenv("YOURAI_NATIVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("YOURAI_CACHE", str(tmp_path / "cache"))
     state = native._load()
     assert state.module is None and state.reason.startswith("build failed: `cmake --build` exited")
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"{native._build_key()}.lock"]  # no half build left
+    assert sorted(p.name for p in (tmp_path / "cache" / "native").iterdir()) == [f"{native._build_key()}.lock"]  # no half build left

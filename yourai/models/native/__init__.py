@@ -5,8 +5,8 @@ exponentials are scalar library calls; these kernels are compiled with the machi
 instructions (-march=native), which a wheel cannot assume. The build needs what an MLX extension
 needs: a C++ compiler, CMake, and nanobind of the same internals ABI as the installed mlx (the
 extension and mlx.core then share one array type). It runs once per (source, mlx, nanobind,
-Python, compiler, CPU) and is cached under ``$XDG_CACHE_HOME/yourai/native`` (or
-``YOURAI_NATIVE_CACHE``); a missing tool or a failed build is reported by ``yourai doctor`` and
+Python, compiler, CPU) and is cached in ``native/`` of yourai's cache (``YOURAI_CACHE``, by default
+the project's ``.cache``, beside the imported models); a missing tool or a failed build is reported by ``yourai doctor`` and
 the MLX ops are used instead — never an error in a run.
 
 ``YOURAI_NATIVE=0`` turns the kernels off; they are built on Linux only (elsewhere MLX's own CPU
@@ -140,10 +140,9 @@ def _abi_mismatch() -> str | None:
 
 
 def _cache_dir() -> Path:
-    if os.environ.get("YOURAI_NATIVE_CACHE"):
-        return Path(os.environ["YOURAI_NATIVE_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "yourai" / "native"
+    from yourai.paths import cache_dir
+
+    return cache_dir() / "native"
 
 
 def _cpu_flags() -> str:
