@@ -71,6 +71,30 @@ def test_softmax_rows_and_their_backward_equal_float64(width):
     np.testing.assert_allclose(np.array(d_scores), w * (_f64(d_weights) - _f64(delta)), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("queries, keys", [(5, 5), (4, 9), (1, 3), (64, 256)])
+def test_a_causal_softmax_masks_by_row_and_takes_no_exponential_of_a_masked_key(queries, keys):
+    k = _kernels()
+    scores = _array(2, 3 * queries, keys, scale=4.0)  # 3 heads of a group share a key head: rows repeat the queries
+    position = np.arange(3 * queries) % queries + (keys - queries)
+    visible = np.arange(keys)[None, :] <= position[:, None]
+    s = np.where(visible, _f64(scores), -np.inf)
+    want_lse = np.log(np.exp(s - s.max(-1, keepdims=True)).sum(-1, keepdims=True)) + s.max(-1, keepdims=True)
+    probs, lse = k.softmax_rows(scores, queries)
+    np.testing.assert_allclose(np.array(lse), want_lse, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.array(probs), np.exp(s - want_lse), rtol=2e-6, atol=1e-9)
+    assert (np.array(probs)[:, ~visible] == 0).all()
+    d_weights, delta = _array(*scores.shape), _array(2, 3 * queries, 1)
+    weights, d_scores = k.softmax_grad_rows(scores, lse, d_weights, delta, queries)
+    np.testing.assert_allclose(np.array(weights), np.exp(s - _f64(lse)), rtol=2e-6, atol=1e-9)
+    assert (np.array(d_scores)[:, ~visible] == 0).all()
+    fallback = cpu_math.softmax_rows
+    with native.disabled():
+        for ours, mlx in zip((probs, lse), fallback(scores, queries)):
+            np.testing.assert_allclose(np.array(ours), np.array(mlx), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="causal_queries"):
+        k.softmax_rows(scores, keys + 1)
+
+
 def test_the_exponential_is_float32_exact_to_an_ulp_and_keeps_its_tails():
     k = _kernels()
     x = mx.array(np.concatenate([np.linspace(-87.3, 88.7, 400001), [-1e4, -88.0, 89.0, np.inf, -np.inf, np.nan]])

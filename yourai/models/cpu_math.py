@@ -124,12 +124,10 @@ def _swiglu_grads(gate: mx.array, x: mx.array, d_out: mx.array) -> tuple[mx.arra
 
 
 def _masked(scores: mx.array, mask: Any, queries: int, keys: int) -> mx.array:
-    """Scores [B, kv heads, group, L, S] under an mlx-lm attention mask: None, "causal" or an array."""
+    """Scores [B, kv heads, group, L, S] under an mlx-lm attention mask array, or None ("causal" goes to the softmax)."""
     if mask is None:
         return scores
-    if isinstance(mask, str):  # "causal": the queries are the last L of the S positions
-        mask = mx.arange(keys)[None, :] <= (mx.arange(queries) + keys - queries)[:, None]
-    elif mask.ndim == 4:  # [B or 1, heads or 1, L, S] -> split the heads as the scores are
+    if mask.ndim == 4:  # [B or 1, heads or 1, L, S] -> split the heads as the scores are
         mask = mask.reshape(mask.shape[0], -1, scores.shape[2], queries, keys) if mask.shape[1] > 1 else mask[:, :, None]
     if mask.dtype == mx.bool_:
         return mx.where(mask, scores, mx.finfo(scores.dtype).min)
@@ -170,8 +168,13 @@ def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale
     n_kv, span = keys.shape[1], keys.shape[2]
     rows = n_q // n_kv * length  # query rows per key/value head
 
+    # A causal mask goes to the softmax (which then skips the masked keys) instead of into the scores.
+    causal_queries = length if isinstance(mask, str) and mask == "causal" else 0
+
     def scores(q: mx.array, k: mx.array) -> mx.array:
         grouped = (q * scale).reshape(batch, n_kv, rows, dim) @ k.swapaxes(-1, -2)
+        if causal_queries:
+            return grouped
         masked = _masked(grouped.reshape(batch, n_kv, n_q // n_kv, length, span), mask, length, span)
         return masked.reshape(batch, n_kv, rows, span)
 
@@ -182,7 +185,7 @@ def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale
     @mx.custom_function
     def attend(q: mx.array, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
         logits = scores(q, k)
-        probabilities, log_total = softmax_rows(logits)
+        probabilities, log_total = softmax_rows(logits, causal_queries)
         out = (probabilities @ v).reshape(batch, n_kv, n_q // n_kv, length, dim).transpose(0, 3, 1, 2, 4)
         return out.reshape(batch, length, n_q * dim), log_total
 
@@ -192,7 +195,7 @@ def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale
         out, log_total = grouped(outputs[0]), outputs[1]
         d_out = grouped(cotangents[0])
         weights, d_scores = softmax_rows_vjp(scores(q, k), log_total, d_out @ v.swapaxes(-1, -2),
-                                             (d_out * out).sum(axis=-1, keepdims=True))
+                                             (d_out * out).sum(axis=-1, keepdims=True), causal_queries)
         d_q = (d_scores @ k * scale).reshape(batch, n_q, length, dim)
         d_k = d_scores.swapaxes(-1, -2) @ (q * scale).reshape(batch, n_kv, rows, dim)
         return d_q, d_k, weights.swapaxes(-1, -2) @ d_out
@@ -200,26 +203,41 @@ def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale
     return attend(queries, keys, values)[0]
 
 
-def softmax_rows(scores: mx.array) -> tuple[mx.array, mx.array]:
-    """(softmax over the last axis, its log-sum-exp [..., 1]): one fused pass per row where the kernels apply."""
+def _causal_rows(scores: mx.array, queries: int) -> mx.array:
+    """scores [..., rows, keys] with each row's later keys at float32's lowest: row r is query r % queries of the
+    last `queries` keys (rows repeat the queries for each head of a group)."""
+    rows, keys = scores.shape[-2:]
+    position = mx.arange(rows) % queries + (keys - queries)
+    return mx.where(mx.arange(keys)[None, :] <= position[:, None], scores, mx.finfo(scores.dtype).min)
+
+
+def softmax_rows(scores: mx.array, causal_queries: int = 0) -> tuple[mx.array, mx.array]:
+    """(softmax over the last axis, its log-sum-exp [..., 1]): one fused pass per row where the kernels apply.
+
+    causal_queries > 0 masks as `_causal_rows`; the kernel then takes no exponential of a masked key.
+    """
     fused = kernels(scores)
     if fused:
-        probabilities, log_total = fused.softmax_rows(scores)
+        probabilities, log_total = fused.softmax_rows(scores, causal_queries)
         return probabilities, log_total
+    if causal_queries:
+        scores = _causal_rows(scores, causal_queries)
     peak = scores.max(axis=-1, keepdims=True)
     weights = power_exp(scores - peak)
     total = weights.sum(axis=-1, keepdims=True)
     return weights / total, peak + mx.log(total)
 
 
-def softmax_rows_vjp(scores: mx.array, log_total: mx.array, d_weights: mx.array,
-                     delta: mx.array) -> tuple[mx.array, mx.array]:
+def softmax_rows_vjp(scores: mx.array, log_total: mx.array, d_weights: mx.array, delta: mx.array,
+                     causal_queries: int = 0) -> tuple[mx.array, mx.array]:
     """(weights e^(scores - log_total), their scores' gradient weights * (d_weights - delta)) from recomputed
-    scores; delta [..., 1] is each row's sum(d_out * out)."""
+    scores, masked as `softmax_rows`; delta [..., 1] is each row's sum(d_out * out)."""
     fused = kernels(scores, log_total, d_weights, delta)
     if fused:
-        weights, d_scores = fused.softmax_grad_rows(scores, log_total, d_weights, delta)
+        weights, d_scores = fused.softmax_grad_rows(scores, log_total, d_weights, delta, causal_queries)
         return weights, d_scores
+    if causal_queries:
+        scores = _causal_rows(scores, causal_queries)
     weights = power_exp(scores - log_total)
     return weights, weights * (d_weights - delta)
 

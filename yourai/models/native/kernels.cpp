@@ -273,68 +273,96 @@ class SwiGLUGrads : public NativeOp {
 
 // ------------------------------------------------------------------ row softmax
 
+// A causal mask read from the row index, as an attention's [..., queries, keys] scores lie: the
+// row's query is at row % queries among the last `queries` of the keys, and sees the keys up to
+// it. queries == 0: no mask. Masked keys get weight exactly 0 and no exponential is taken for them.
+struct Causal {
+  int64_t queries = 0;
+
+  int64_t visible(int64_t row, int64_t width) const {
+    return queries > 0 ? std::min(width, row % queries + (width - queries) + 1) : width;
+  }
+  bool operator==(const Causal& other) const { return queries == other.queries; }
+};
+
 // probabilities = softmax(scores) over the last axis, and each row's log-sum-exp [..., 1].
 class SoftmaxRows : public NativeOp {
  public:
-  using NativeOp::NativeOp;
+  SoftmaxRows(mx::Stream stream, Causal causal) : NativeOp(stream), causal_(causal) {}
   const char* name() const override { return "SoftmaxRows"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return causal_ == static_cast<const SoftmaxRows&>(other).causal_;
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape(), with_last(inputs[0].shape(), 1)};
   }
 
   Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
-    return [in, out = std::vector<mx::array>(out)]() mutable {
-    const auto [rows, width] = rows_of(in[0]);
-    const float* scores = in[0].data<float>();
-    float* probs = out[0].data<float>();
-    float* lse = out[1].data<float>();
-    parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const float* s = scores + row * width;
-        float* p = probs + row * width;
-        const float peak = row_max(s, width);
-        const float total = exp_sum(s, peak, p, width);
-        const float inverse = 1.0f / total;
-        for (int64_t j = 0; j < width; ++j) p[j] *= inverse;
-        lse[row] = peak + std::log(total);
-      }
-    });
+    return [in, out = std::vector<mx::array>(out), causal = causal_]() mutable {
+      const auto [rows, width] = rows_of(in[0]);
+      const float* scores = in[0].data<float>();
+      float* probs = out[0].data<float>();
+      float* lse = out[1].data<float>();
+      parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+          const float* s = scores + row * width;
+          float* p = probs + row * width;
+          const int64_t seen = causal.visible(row, width);
+          const float peak = row_max(s, seen);
+          const float total = exp_sum(s, peak, p, seen);
+          const float inverse = 1.0f / total;
+          for (int64_t j = 0; j < seen; ++j) p[j] *= inverse;
+          std::fill(p + seen, p + width, 0.0f);
+          lse[row] = peak + std::log(total);
+        }
+      });
     };
   }
+
+ private:
+  Causal causal_;
 };
 
 // The softmax backward from recomputed scores: weights = e^(scores - lse) and
 // d_scores = weights * (d_weights - delta), delta [..., 1] being each row's sum(d_out * out).
 class SoftmaxGradRows : public NativeOp {
  public:
-  using NativeOp::NativeOp;
+  SoftmaxGradRows(mx::Stream stream, Causal causal) : NativeOp(stream), causal_(causal) {}
   const char* name() const override { return "SoftmaxGradRows"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    return causal_ == static_cast<const SoftmaxGradRows&>(other).causal_;
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape(), inputs[0].shape()};
   }
 
   Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
-    return [in, out = std::vector<mx::array>(out)]() mutable {
-    const auto [rows, width] = rows_of(in[0]);
-    const float* scores = in[0].data<float>();
-    const float* lse = in[1].data<float>();
-    const float* d_weights = in[2].data<float>();
-    const float* delta = in[3].data<float>();
-    float* weights = out[0].data<float>();
-    float* d_scores = out[1].data<float>();
-    parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t at = row * width;
-        const float shift = lse[row], d = delta[row];
-        for (int64_t j = 0; j < width; ++j) {
-          const float w = exp_f32(scores[at + j] - shift);
-          weights[at + j] = w;
-          d_scores[at + j] = w * (d_weights[at + j] - d);
+    return [in, out = std::vector<mx::array>(out), causal = causal_]() mutable {
+      const auto [rows, width] = rows_of(in[0]);
+      const float* scores = in[0].data<float>();
+      const float* lse = in[1].data<float>();
+      const float* d_weights = in[2].data<float>();
+      const float* delta = in[3].data<float>();
+      float* weights = out[0].data<float>();
+      float* d_scores = out[1].data<float>();
+      parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+          const int64_t at = row * width, seen = causal.visible(row, width);
+          const float shift = lse[row], d = delta[row];
+          for (int64_t j = 0; j < seen; ++j) {
+            const float w = exp_f32(scores[at + j] - shift);
+            weights[at + j] = w;
+            d_scores[at + j] = w * (d_weights[at + j] - d);
+          }
+          std::fill(weights + at + seen, weights + at + width, 0.0f);
+          std::fill(d_scores + at + seen, d_scores + at + width, 0.0f);
         }
-      }
-    });
+      });
     };
   }
+
+ private:
+  Causal causal_;
 };
 
 // ------------------------------------------------------------------ row cross-entropy
@@ -423,17 +451,26 @@ std::vector<mx::array> swiglu_grads(const mx::array& gate, const mx::array& x, c
                                 {mx::contiguous(gate, false, s), mx::contiguous(x, false, s), mx::contiguous(d_out, false, s)});
 }
 
-std::vector<mx::array> softmax_rows(const mx::array& scores) {
+Causal causal_of(const char* op, const mx::array& scores, int causal_queries) {
+  if (causal_queries < 0 || (causal_queries > 0 && (scores.ndim() < 2 || scores.shape(-1) < causal_queries))) {
+    throw std::invalid_argument(std::string("[yourai native ") + op + "] causal_queries must be 0 or at most the keys");
+  }
+  return Causal{causal_queries};
+}
+
+std::vector<mx::array> softmax_rows(const mx::array& scores, int causal_queries) {
   require_float32("softmax_rows", {scores});
   if (scores.ndim() == 0) throw std::invalid_argument("[yourai native softmax_rows] needs at least one axis");
+  const Causal causal = causal_of("softmax_rows", scores, causal_queries);
   auto s = cpu_stream();
   return mx::array::make_arrays({scores.shape(), with_last(scores.shape(), 1)}, {mx::float32, mx::float32},
-                                std::make_shared<SoftmaxRows>(s), {mx::contiguous(scores, false, s)});
+                                std::make_shared<SoftmaxRows>(s, causal), {mx::contiguous(scores, false, s)});
 }
 
 std::vector<mx::array> softmax_grad_rows(const mx::array& scores, const mx::array& lse, const mx::array& d_weights,
-                                         const mx::array& delta) {
+                                         const mx::array& delta, int causal_queries) {
   require_float32("softmax_grad_rows", {scores, lse, d_weights, delta});
+  const Causal causal = causal_of("softmax_grad_rows", scores, causal_queries);
   require_same_shape("softmax_grad_rows", {scores, d_weights});
   const auto row_shape = with_last(scores.shape(), 1);
   if (lse.shape() != row_shape || delta.shape() != row_shape) {
@@ -441,7 +478,7 @@ std::vector<mx::array> softmax_grad_rows(const mx::array& scores, const mx::arra
   }
   auto s = cpu_stream();
   return mx::array::make_arrays({scores.shape(), scores.shape()}, {mx::float32, mx::float32},
-                                std::make_shared<SoftmaxGradRows>(s),
+                                std::make_shared<SoftmaxGradRows>(s, causal),
                                 {mx::contiguous(scores, false, s), mx::contiguous(lse, false, s),
                                  mx::contiguous(d_weights, false, s), mx::contiguous(delta, false, s)});
 }
@@ -466,9 +503,11 @@ NB_MODULE(_yourai_native, m) {
   m.def("swiglu", &swiglu, nb::arg("gate"), nb::arg("x"), "silu(gate) * x");
   m.def("swiglu_grads", &swiglu_grads, nb::arg("gate"), nb::arg("x"), nb::arg("d_out"), nb::arg("with_value"),
         "[silu(gate) * x if with_value], d_gate, d_x");
-  m.def("softmax_rows", &softmax_rows, nb::arg("scores"), "[softmax over the last axis, its log-sum-exp [..., 1]]");
+  m.def("softmax_rows", &softmax_rows, nb::arg("scores"), nb::arg("causal_queries") = 0,
+        "[softmax over the last axis, its log-sum-exp [..., 1]]; causal_queries > 0: rows are that many queries "
+        "(repeated), the last of the keys, each seeing the keys up to itself");
   m.def("softmax_grad_rows", &softmax_grad_rows, nb::arg("scores"), nb::arg("lse"), nb::arg("d_weights"), nb::arg("delta"),
-        "[e^(scores - lse), e^(scores - lse) * (d_weights - delta)]");
+        nb::arg("causal_queries") = 0, "[e^(scores - lse), e^(scores - lse) * (d_weights - delta)], masked as softmax_rows");
   m.def("cross_entropy_rows", &cross_entropy_rows, nb::arg("logits"), nb::arg("targets"), nb::arg("with_grad"),
         "[token CE [N], (softmax - onehot) [N, V] if with_grad]");
   m.def("threads", &max_threads, "threads a kernel may use (YOURAI_NATIVE_THREADS, else the machine's cores)");
