@@ -36,6 +36,8 @@ def test_doctor_json_has_the_documented_fields(capsys):
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     packaged = report.pop("packaged_models")  # the command adds them (yourai.models sits above this module)
+    kernels = report.pop("native_kernels")  # likewise: yourai.models.native, the fused CPU kernels
+    assert set(kernels) == {"in_use", "status", "library", "threads"} and (kernels["status"] == "in use") == kernels["in_use"]
     again = json.loads(json.dumps(doctor_report()))
     assert report == again | {"machine": report["machine"], "blas": report["blas"]}  # both are measured
     assert [row["name"] for row in packaged] == ["smollm2-135m-instruct"] and "install_command" in packaged[0]
