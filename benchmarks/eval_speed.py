@@ -3,7 +3,9 @@
 The naive peer is what a direct reading of lm-eval does: for every distinct choice, one forward
 over primer + question + choice, no cache, no batching. On the first `--naive-limit` questions
 the arms run ours, naive, ours (the second "ours" is the A/A noise floor); both must give the
-same scores (the script fails otherwise). Then ours scores all `--limit` questions (MC1 + MC2),
+same scores (the script fails otherwise). Both take each token's log-probability from the same function
+(yourai's cross-entropy of the model's logits: on the CPU the fused kernel, ~1e-5 from float64 per token
+where mx.logsumexp is ~1e-4 off over SmolLM2's 49,152 logits), so a difference is the method's. Then ours scores all `--limit` questions (MC1 + MC2),
 timed against the 6-minute target, and the naive time for them is extrapolated from its rate.
 
     python benchmarks/eval_speed.py --model smollm2-135m-instruct            # all 817 v0 questions
@@ -27,6 +29,7 @@ import numpy as np
 from yourai.eval import truthfulqa as tqa
 from yourai.eval.results import select_items
 from yourai.models import load_model
+from yourai.models.head import split_head, token_cross_entropy
 from yourai.models.llama2c import import_llama2c
 from yourai.paths import shared_dir
 from yourai.eval.tqa_data import load_truthfulqa
@@ -38,17 +41,15 @@ TARGET_FULL_S = 360.0  # all 817 questions, MC1 + MC2, on the project's 2-core m
 
 def naive_score(model, tokenizer, items, options: tqa.EvalOptions) -> list[dict]:
     """One full forward per distinct choice; the peer being measured against."""
-    rows = []
+    rows, split = [], split_head(model, differentiable=False)
     for item in items:
         context = tqa.mc_context(item.question)
         lls = {}
         for choice in tqa.unique_choices(item):
             context_ids, answer_ids = tqa.encode_pair(tokenizer, context, " " + choice, options.add_bos)
             tokens = context_ids + answer_ids
-            logits = model(mx.array([tokens[:-1]]))[0].astype(mx.float32)
-            log_probs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-            picked = mx.take_along_axis(log_probs, mx.array(tokens[1:])[:, None], axis=-1)[-len(answer_ids):]
-            lls[choice] = float(picked.sum())
+            ce = token_cross_entropy(model, split, mx.array([tokens[:-1]]), mx.array([tokens[1:]]), differentiable=False)
+            lls[choice] = -float(ce[0, -len(answer_ids):].sum())
         mc1_lls, mc2_lls = [lls[c] for c in item.mc1_choices], [lls[c] for c in item.mc2_choices]
         rows.append({"mc1": tqa.mc1_score(mc1_lls, item.mc1_labels), "mc2": tqa.mc2_score(mc2_lls, item.mc2_labels),
                      "mc1_lls": mc1_lls, "mc2_lls": mc2_lls})

@@ -122,6 +122,16 @@ def test_row_cross_entropy_equals_float64_and_flags_targets_out_of_range():
     assert np.isnan(np.array(k.cross_entropy_rows(logits[:1], mx.array([1000]), False)[0])).all()
 
 
+def test_log_softmax_over_a_real_vocabulary_is_float64_close_with_the_kernels():
+    _kernels()
+    logits = _array(6, 49152, scale=8.0)
+    z = _f64(logits)
+    want = z - (np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) + z.max(1, keepdims=True))
+    assert np.abs(np.array(cpu_math.log_softmax(logits)) - want).max() < 2e-5
+    with native.disabled():  # mx.logsumexp: float32 rounding over 49,152 terms
+        np.testing.assert_allclose(np.array(cpu_math.log_softmax(logits)), want, atol=1e-3)
+
+
 def test_inputs_that_are_views_are_read_as_their_values():
     k = _kernels()
     a = _array(64, 48)

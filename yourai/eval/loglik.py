@@ -31,6 +31,7 @@ import mlx.nn as nn
 import numpy as np
 
 from yourai.eval.kv_cache import KVPool, layer_caches
+from yourai.models import cpu_math
 from yourai.models.head import HeadSplit, chunked_cross_entropy, split_head
 
 MAX_BATCH_TOKENS = 4096  # new positions per forward (rows x padded width): large enough for efficient matmuls
@@ -194,7 +195,7 @@ def _end_log_probs(model: Any, split: HeadSplit | None, inputs: np.ndarray, cach
         logits = split.head(split.hidden(mx.array(inputs), cache=caches)[rows, columns]).astype(mx.float32)
     else:
         logits = model(mx.array(inputs), cache=caches)[rows, columns].astype(mx.float32)
-    return np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True), dtype=np.float64)
+    return np.array(cpu_math.log_softmax(logits), dtype=np.float64)
 
 
 def _score_wave(model: Any, split: HeadSplit | None, prefix_kv: list, tails: list[list[int]],

@@ -217,12 +217,12 @@ class SwiGLU : public NativeOp {
 
   Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
     return [in, out = std::vector<mx::array>(out)]() mutable {
-    const float* gate = in[0].data<float>();
-    const float* x = in[1].data<float>();
-    float* y = out[0].data<float>();
-    parallel_rows(static_cast<int64_t>(in[0].size()), 1, [=](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) y[i] = gate[i] * sigmoid_f32(gate[i]) * x[i];
-    });
+      const float* gate = in[0].data<float>();
+      const float* x = in[1].data<float>();
+      float* y = out[0].data<float>();
+      parallel_rows(static_cast<int64_t>(in[0].size()), 1, [=](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) y[i] = gate[i] * sigmoid_f32(gate[i]) * x[i];
+      });
     };
   }
 };
@@ -242,28 +242,28 @@ class SwiGLUGrads : public NativeOp {
 
   Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
     return [in, out = std::vector<mx::array>(out), with_value = with_value_]() mutable {
-    const float* gate = in[0].data<float>();
-    const float* x = in[1].data<float>();
-    const float* d_out = in[2].data<float>();
-    float* value = with_value ? out[0].data<float>() : nullptr;
-    float* d_gate = out[with_value ? 1 : 0].data<float>();
-    float* d_x = out[with_value ? 2 : 1].data<float>();
-    parallel_rows(static_cast<int64_t>(in[0].size()), 1, [=](int64_t begin, int64_t end) {
-      if (value) {
-        for (int64_t i = begin; i < end; ++i) {
-          const float s = sigmoid_f32(gate[i]), silu = gate[i] * s;
-          value[i] = silu * x[i];
-          d_gate[i] = d_out[i] * x[i] * (s + silu * (1.0f - s));
-          d_x[i] = d_out[i] * silu;
+      const float* gate = in[0].data<float>();
+      const float* x = in[1].data<float>();
+      const float* d_out = in[2].data<float>();
+      float* value = with_value ? out[0].data<float>() : nullptr;
+      float* d_gate = out[with_value ? 1 : 0].data<float>();
+      float* d_x = out[with_value ? 2 : 1].data<float>();
+      parallel_rows(static_cast<int64_t>(in[0].size()), 1, [=](int64_t begin, int64_t end) {
+        if (value) {
+          for (int64_t i = begin; i < end; ++i) {
+            const float s = sigmoid_f32(gate[i]), silu = gate[i] * s;
+            value[i] = silu * x[i];
+            d_gate[i] = d_out[i] * x[i] * (s + silu * (1.0f - s));
+            d_x[i] = d_out[i] * silu;
+          }
+        } else {
+          for (int64_t i = begin; i < end; ++i) {
+            const float s = sigmoid_f32(gate[i]), silu = gate[i] * s;
+            d_gate[i] = d_out[i] * x[i] * (s + silu * (1.0f - s));
+            d_x[i] = d_out[i] * silu;
+          }
         }
-      } else {
-        for (int64_t i = begin; i < end; ++i) {
-          const float s = sigmoid_f32(gate[i]), silu = gate[i] * s;
-          d_gate[i] = d_out[i] * x[i] * (s + silu * (1.0f - s));
-          d_x[i] = d_out[i] * silu;
-        }
-      }
-    });
+      });
     };
   }
 
@@ -285,14 +285,23 @@ struct Causal {
   bool operator==(const Causal& other) const { return queries == other.queries; }
 };
 
-// probabilities = softmax(scores) over the last axis, and each row's log-sum-exp [..., 1].
-class SoftmaxRows : public NativeOp {
+// A row-softmax primitive and its mask (two are equivalent when their masks are).
+class CausalRowsOp : public NativeOp {
  public:
-  SoftmaxRows(mx::Stream stream, Causal causal) : NativeOp(stream), causal_(causal) {}
-  const char* name() const override { return "SoftmaxRows"; }
+  CausalRowsOp(mx::Stream stream, Causal causal) : NativeOp(stream), causal_(causal) {}
   bool is_equivalent(const mx::Primitive& other) const override {
-    return causal_ == static_cast<const SoftmaxRows&>(other).causal_;
+    return causal_ == static_cast<const CausalRowsOp&>(other).causal_;
   }
+
+ protected:
+  Causal causal_;
+};
+
+// probabilities = softmax(scores) over the last axis, and each row's log-sum-exp [..., 1].
+class SoftmaxRows : public CausalRowsOp {
+ public:
+  using CausalRowsOp::CausalRowsOp;
+  const char* name() const override { return "SoftmaxRows"; }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape(), with_last(inputs[0].shape(), 1)};
   }
@@ -318,20 +327,14 @@ class SoftmaxRows : public NativeOp {
       });
     };
   }
-
- private:
-  Causal causal_;
 };
 
 // The softmax backward from recomputed scores: weights = e^(scores - lse) and
 // d_scores = weights * (d_weights - delta), delta [..., 1] being each row's sum(d_out * out).
-class SoftmaxGradRows : public NativeOp {
+class SoftmaxGradRows : public CausalRowsOp {
  public:
-  SoftmaxGradRows(mx::Stream stream, Causal causal) : NativeOp(stream), causal_(causal) {}
+  using CausalRowsOp::CausalRowsOp;
   const char* name() const override { return "SoftmaxGradRows"; }
-  bool is_equivalent(const mx::Primitive& other) const override {
-    return causal_ == static_cast<const SoftmaxGradRows&>(other).causal_;
-  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     return {inputs[0].shape(), inputs[0].shape()};
   }
@@ -360,9 +363,6 @@ class SoftmaxGradRows : public NativeOp {
       });
     };
   }
-
- private:
-  Causal causal_;
 };
 
 // ------------------------------------------------------------------ row cross-entropy
@@ -384,31 +384,31 @@ class CrossEntropyRows : public NativeOp {
 
   Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
     return [in, out = std::vector<mx::array>(out), with_grad = with_grad_]() mutable {
-    const auto [rows, width] = rows_of(in[0]);
-    const float* logits = in[0].data<float>();
-    const int32_t* targets = in[1].data<int32_t>();
-    float* ce = out[0].data<float>();
-    float* grad = with_grad ? out[1].data<float>() : nullptr;
-    parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) {
-        const float* z = logits + row * width;
-        const int32_t target = targets[row];
-        if (target < 0 || target >= width) {
-          ce[row] = std::numeric_limits<float>::quiet_NaN();  // like take_along_axis out of range: no value
-          if (grad) std::fill(grad + row * width, grad + (row + 1) * width, std::numeric_limits<float>::quiet_NaN());
-          continue;
+      const auto [rows, width] = rows_of(in[0]);
+      const float* logits = in[0].data<float>();
+      const int32_t* targets = in[1].data<int32_t>();
+      float* ce = out[0].data<float>();
+      float* grad = with_grad ? out[1].data<float>() : nullptr;
+      parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+          const float* z = logits + row * width;
+          const int32_t target = targets[row];
+          if (target < 0 || target >= width) {
+            ce[row] = std::numeric_limits<float>::quiet_NaN();  // like take_along_axis out of range: no value
+            if (grad) std::fill(grad + row * width, grad + (row + 1) * width, std::numeric_limits<float>::quiet_NaN());
+            continue;
+          }
+          const float peak = row_max(z, width);
+          float* g = grad ? grad + row * width : nullptr;
+          const float total = exp_sum(z, peak, g, width);
+          if (g) {
+            const float inverse = 1.0f / total;
+            for (int64_t j = 0; j < width; ++j) g[j] *= inverse;
+            g[target] -= 1.0f;
+          }
+          ce[row] = std::log(total) - (z[target] - peak);
         }
-        const float peak = row_max(z, width);
-        float* g = grad ? grad + row * width : nullptr;
-        const float total = exp_sum(z, peak, g, width);
-        if (g) {
-          const float inverse = 1.0f / total;
-          for (int64_t j = 0; j < width; ++j) g[j] *= inverse;
-          g[target] -= 1.0f;
-        }
-        ce[row] = std::log(total) - (z[target] - peak);
-      }
-    });
+      });
     };
   }
 
