@@ -1,26 +1,26 @@
-"""Exponentials a CPU step can afford: on MLX's CPU backend `exp` is a large share of a step.
+"""What a CPU step can afford: on MLX's CPU backend `exp` and elementwise passes are a large share of a step.
 
 Measured on this project's machine (mlx 0.32 cpu wheel, AMD EPYC with AVX2, one thread): `mx.exp`
-costs ~23 ns per float32 element, `mx.power(2, x)` ~6 ns, an add under 1 ns. A SmolLM2 step at
-8 x 256 has 100 M logits; mlx's `cross_entropy` takes two exponentials of each (the log-sum-exp,
-then the softmax in its gradient): ~4.6 s at that cost, in a step of ~20 s here; SwiGLU takes one
-per MLP activation.
-So where arrays run on the CPU:
+costs ~14-23 ns per float32 element (the wheels' polynomial calls libm for fma and floor), `mx.power(2, x)`
+~6 ns, an add under 1 ns, and each elementwise op is one pass on one core. A SmolLM2 step at 8 x 256 has
+100 M logits, ~110 M attention scores and ~94 M MLP activations, each wanting an exponential. So where
+arrays run on the CPU:
 
-* `exp(x)` is 2^(x · log2 e): the rounding of the product adds |x| · 2^-24 relative error, ~1e-6
-  for the |x| < 20 that matter in a softmax — float32 noise next to the sum it feeds;
-* the loss takes its softmax gradient from the forward's exponentials (`head._chunk_ce`);
-* `use_power_exponentials` gives the llama family's MLP blocks SwiGLU through that exponential, and
-  their attention blocks a softmax through it (`power_attention`): mlx's fused attention has no
-  CPU kernel, and its composed fallback spends most of its time in exp (SmolLM2 at 8 x 256:
-  4.7 M attention scores per layer). Both have written-out backwards that recompute their
-  exponentials, so a step holds less for its backward than with mlx's functions, not more; each
-  recomputation depends on its cotangent (`recomputed`), or mx.compile would merge it into the forward;
+* SwiGLU and its gradients, attention's softmax and its backward (causal masks read from the row index)
+  and the loss's log-sum-exp and gradient run through yourai's fused kernels (models/native: vectorized,
+  one pass per row, every core) where they are built and the arrays are float32 (`kernels`);
+* otherwise `exp(x)` is 2^(x · log2 e): the rounding of the product adds |x| · 2^-24 relative error,
+  ~1e-6 for the |x| < 20 that matter in a softmax — float32 noise next to the sum it feeds;
+* `use_power_exponentials` gives the llama family's blocks this SwiGLU and attention (`power_attention`):
+  mlx's fused attention has no CPU kernel, and its composed fallback spends most of its time in exp. Both
+  have written-out backwards that recompute their exponentials, so a step holds less for its backward
+  than with mlx's functions, not more; each recomputation depends on its cotangent (`recomputed`), or
+  mx.compile would merge it into the forward;
 * causal attention over a whole sequence goes in query blocks that skip the all-masked score tiles;
 * the swapped llama block hands its norms to the attention and MLP, whose LoRA projections then
   recompute the normed state and the SwiGLU output in the backward (models/recompute.py).
 
-On Metal and CUDA `exp` is cheap and every function here is the plain one.
+On Metal and CUDA every function here is the plain one.
 """
 
 from __future__ import annotations
