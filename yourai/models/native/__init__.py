@@ -195,7 +195,7 @@ def _build(target: Path) -> Path:
         library = _find_library(target)  # another process built it while this one waited
         if library is not None:
             return library
-        print("yourai: building the native CPU kernels for this machine (once; about a minute)...",
+        print("yourai: building the native CPU kernels for this machine (once; ~20 s on a 2-core machine)...",
               file=sys.stderr, flush=True)
         mlx_root = Path(mlx.__path__[0])
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=f"{target.name}.build-") as scratch:
