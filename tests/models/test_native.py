@@ -220,6 +220,9 @@ def test_yourai_native_threads_sets_the_threads_a_kernel_uses():
 
 
 def test_each_reason_not_to_build_is_reported_not_raised(monkeypatch, tmp_path):
+    monkeypatch.setattr(native.sys, "platform", "darwin")
+    assert native._load().reason == "not built on darwin: MLX's own CPU kernels are used"
+    monkeypatch.undo()
     monkeypatch.setattr(native.shutil, "which", lambda tool: None if tool == "cmake" else "/usr/bin/" + tool)
     assert native._load().reason == "not built: `cmake` is not on PATH"
     monkeypatch.undo()

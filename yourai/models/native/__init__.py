@@ -15,7 +15,6 @@ kernels are vectorized or the arrays run on Metal).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.machinery
 import importlib.util
@@ -80,7 +79,7 @@ def _load() -> NativeStatus:
     setting = os.environ.get("YOURAI_NATIVE", "")
     if setting == "0":
         return NativeStatus(None, "off (YOURAI_NATIVE=0)")
-    if not sys.platform.startswith("linux") and setting != "1":
+    if not sys.platform.startswith("linux"):
         return NativeStatus(None, f"not built on {sys.platform}: MLX's own CPU kernels are used")
     problem = _missing_tool() or _abi_mismatch()
     if problem:
@@ -186,6 +185,8 @@ set_target_properties({module} PROPERTIES BUILD_WITH_INSTALL_RPATH TRUE INSTALL_
 
 def _build(target: Path) -> Path:
     """Configure and build into a scratch folder, then move the library into `target` (one writer at a time)."""
+    import fcntl  # POSIX; only Linux builds
+
     import mlx
     import nanobind
 
