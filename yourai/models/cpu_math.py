@@ -252,7 +252,7 @@ def softmax_rows_vjp(scores: mx.array, log_total: mx.array, d_weights: mx.array,
 
 
 def _supported_mask(mask: Any) -> bool:
-    """The masks `_masked` reads: none, "causal", [L, S] and [B or 1, heads or 1, L, S] arrays."""
+    """The masks power_attention takes: none, "causal" (to the softmax), and the [L, S] and [B or 1, heads or 1, L, S] arrays `_masked` reads."""
     if mask is None or isinstance(mask, str):
         return mask in (None, "causal")
     return mask.ndim in (2, 4)
