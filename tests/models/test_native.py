@@ -132,6 +132,81 @@ def test_log_softmax_over_a_real_vocabulary_is_float64_close_with_the_kernels():
         np.testing.assert_allclose(np.array(cpu_math.log_softmax(logits)), want, atol=1e-3)
 
 
+def _attention_f64(q, k, v, scale, causal):
+    """(out [B, L, Hq * D], lse [B, Hq, L], and the vjp for a cotangent of out) in float64, grouped heads repeated."""
+    q, k, v = _f64(q), _f64(k), _f64(v)
+    group = q.shape[1] // k.shape[1]
+    k, v = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+    length, span = q.shape[2], k.shape[2]
+    scores = q @ k.transpose(0, 1, 3, 2) * scale
+    if causal:
+        scores = np.where(np.arange(span)[None, :] <= np.arange(length)[:, None] + span - length, scores, -np.inf)
+    lse = np.log(np.exp(scores - scores.max(-1, keepdims=True)).sum(-1)) + scores.max(-1)
+    weights = np.exp(scores - lse[..., None])
+    out = weights @ v
+
+    def vjp(d_tokens):
+        d_out = _f64(d_tokens).reshape(q.shape[0], length, q.shape[1], -1).transpose(0, 2, 1, 3)
+        d_weights = d_out @ v.transpose(0, 1, 3, 2)
+        d_scores = weights * (d_weights - (d_out * out).sum(-1, keepdims=True))
+        d_k = (d_scores.transpose(0, 1, 3, 2) @ q * scale).reshape(k.shape[0], -1, group, span, k.shape[3]).sum(2)
+        d_v = (weights.transpose(0, 1, 3, 2) @ d_out).reshape(v.shape[0], -1, group, span, v.shape[3]).sum(2)
+        return d_scores @ k * scale, d_k, d_v
+
+    return out.transpose(0, 2, 1, 3).reshape(q.shape[0], length, -1), lse, vjp
+
+
+@pytest.mark.parametrize("shape", [
+    (2, 9, 3, 70, 70, 64, True),    # SmolLM2's heads (grouped 3:1), a causal sequence over two query tiles
+    (1, 4, 4, 5, 23, 32, True),     # queries the last 5 of 23 positions (a cache before them)
+    (2, 2, 1, 9, 9, 24, False),     # no mask; a head width that is not a multiple of the vector width
+    (1, 2, 2, 130, 130, 128, True),
+])
+def test_whole_head_attention_and_its_gradients_equal_float64(shape):
+    k = _kernels()
+    batch, heads, kv_heads, length, span, dim, causal = shape
+    q, keys, values = _array(batch, heads, length, dim), _array(batch, kv_heads, span, dim), _array(batch, kv_heads, span, dim)
+    d_out = _array(batch, length, heads * dim)
+    scale = dim ** -0.5 * 2  # sharper than usual: weights far from uniform
+    out, lse = k.attention(q, keys, values, scale, causal)
+    want_out, want_lse, vjp = _attention_f64(q, keys, values, scale, causal)
+    np.testing.assert_allclose(np.array(out), want_out, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(np.array(lse), want_lse, rtol=2e-6, atol=2e-6)
+    grads = k.attention_grads(q, keys, values, out, lse, d_out, scale, causal)
+    for ours, want in zip(grads, vjp(d_out)):
+        np.testing.assert_allclose(np.array(ours), want, rtol=5e-5, atol=5e-5)
+
+
+def test_rms_norm_and_its_input_gradient_equal_float64():
+    k = _kernels()
+    x, weight, d_out = _array(3, 7, 37, scale=3.0), _array(37), _array(3, 7, 37)
+    xs, w, d = _f64(x), _f64(weight), _f64(d_out)
+    r = 1 / np.sqrt((xs**2).mean(-1, keepdims=True) + 1e-5)
+    value = xs * r * w
+    d_x = r * w * d - xs * r**3 * (xs * w * d).mean(-1, keepdims=True)
+    np.testing.assert_allclose(np.array(k.rms_norm(x, weight, 1e-5)), value, rtol=2e-6, atol=1e-6)
+    got_value, got_d_x = k.rms_norm_grads(x, weight, d_out, 1e-5, True)
+    np.testing.assert_allclose(np.array(got_value), value, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(np.array(got_d_x), d_x, rtol=1e-5, atol=1e-5)
+    assert len(k.rms_norm_grads(x, weight, d_out, 1e-5, False)) == 1
+
+
+def test_cpu_math_rms_norm_and_its_gradients_match_mlx_with_and_without_kernels():
+    x, weight, d_out = _array(2, 9, 40, scale=2.0), _array(40), _array(2, 9, 40)
+    normed = cpu_math.NormedInput(nn.RMSNorm(40))
+    normed.weight = weight
+
+    def run():
+        value, grads = mx.vjp(lambda a, w: cpu_math.rms_norm(a, w, 1e-5), [x, weight], [d_out])
+        return [value, *grads, *normed.vjp([x], d_out)[1]]
+
+    fused, plain = _with_and_without(run)
+    _, want = mx.vjp(lambda a, w: mx.fast.rms_norm(a, w, 1e-5), [x, weight], [d_out])
+    for ours, mlx in zip(fused, plain):
+        np.testing.assert_allclose(np.array(ours), np.array(mlx), rtol=2e-5, atol=2e-5)
+    np.testing.assert_allclose(np.array(fused[2]), np.array(want[1]), rtol=2e-5, atol=2e-5)  # the weight's gradient
+
+
 def test_inputs_that_are_views_are_read_as_their_values():
     k = _kernels()
     a = _array(64, 48)
@@ -149,6 +224,14 @@ def test_wrong_inputs_are_refused_with_the_op_named():
         k.swiglu(_array(4), _array(5))
     with pytest.raises(ValueError, match="cross_entropy_rows"):
         k.cross_entropy_rows(_array(4, 5), mx.array([1, 2]), True)
+    with pytest.raises(ValueError, match="attention.*multiple of Hkv"):
+        k.attention(_array(1, 3, 4, 8), _array(1, 2, 4, 8), _array(1, 2, 4, 8), 1.0, True)
+    with pytest.raises(ValueError, match="attention.*S >= L"):
+        k.attention(_array(1, 2, 6, 8), _array(1, 2, 4, 8), _array(1, 2, 4, 8), 1.0, True)
+    with pytest.raises(ValueError, match="attention_grads.*lse"):
+        k.attention_grads(_array(1, 2, 4, 8), _array(1, 2, 4, 8), _array(1, 2, 4, 8), _array(1, 4, 16), _array(1, 2), _array(1, 4, 16), 1.0, True)
+    with pytest.raises(ValueError, match="rms_norm.*weight"):
+        k.rms_norm(_array(3, 5), _array(4), 1e-5)
 
 
 def _with_and_without(fn):

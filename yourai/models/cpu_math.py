@@ -6,9 +6,10 @@ costs ~14-23 ns per float32 element (the wheels' polynomial calls libm for fma a
 100 M logits, ~110 M attention scores and ~94 M MLP activations, each wanting an exponential. So where
 arrays run on the CPU:
 
-* SwiGLU and its gradients, attention's softmax and its backward (causal masks read from the row index)
-  and the loss's log-sum-exp and gradient run through yourai's fused kernels (models/native: vectorized,
-  one pass per row, every core) where they are built and the arrays are float32 (`kernels`);
+* SwiGLU and its gradients, RMSNorm and its input gradient, whole-head attention and its backward (causal
+  masks read from the row index) and the loss's log-sum-exp and gradient run through yourai's fused
+  kernels (models/native: vectorized, one pass per row or tile, every core) where they are built and the
+  arrays are float32 (`kernels`);
 * otherwise `exp(x)` is 2^(x · log2 e): the rounding of the product adds |x| · 2^-24 relative error,
   ~1e-6 for the |x| < 20 that matter in a softmax — float32 noise next to the sum it feeds;
 * `use_power_exponentials` gives the llama family's blocks this SwiGLU and attention (`power_attention`):
@@ -145,12 +146,16 @@ def power_attention(queries: mx.array, keys: mx.array, values: mx.array, scale: 
     copying keys. The gradient is written out (FlashAttention's backward): the forward keeps only its
     output and each row's log-sum-exp, and the backward recomputes the weights from them, so no
     [batch, heads, L, S] array outlives the forward (six SmolLM2-size blocks at 8 x 256: 814 MB of mx
-    peak memory against 895 MB with mlx's attention). Under a causal mask over L = S positions the
-    queries go in blocks of CAUSAL_BLOCK rows, each against only the keys up to its last row: at
-    L = 256, 10 of the 16 score tiles are computed (the other 6 are all masked).
+    peak memory against 895 MB with mlx's attention). Where the kernels apply (float32, no mask or a causal
+    one) one fused op computes the whole head tile by tile (`_fused_attention`). Otherwise, under a causal
+    mask over L = S positions the queries go in blocks of CAUSAL_BLOCK rows, each against only the keys up
+    to its last row: at L = 256, 10 of the 16 score tiles are computed (the other 6 are all masked).
     """
     batch, n_q, length, dim = queries.shape
-    if isinstance(mask, str) and mask == "causal" and keys.shape[2] == length and length >= 2 * CAUSAL_BLOCK:
+    fused = kernels(queries, keys, values)
+    if fused and (mask is None or isinstance(mask, str)):
+        tokens = _fused_attention(fused, queries, keys, values, scale, mask == "causal")
+    elif isinstance(mask, str) and mask == "causal" and keys.shape[2] == length and length >= 2 * CAUSAL_BLOCK:
         ends = [min(start + CAUSAL_BLOCK, length) for start in range(0, length, CAUSAL_BLOCK)]
         blocks = [_attention_tokens(queries[:, :, start:end], keys[:, :, :end], values[:, :, :end], scale, "causal")
                   for start, end in zip(range(0, length, CAUSAL_BLOCK), ends)]
@@ -160,6 +165,25 @@ def power_attention(queries: mx.array, keys: mx.array, values: mx.array, scale: 
     # The output is made in token order [B, L, n_q * D] and returned as a transposed view: the projection
     # after attention reads that buffer as it is, so the forward keeps one copy of it for both backwards.
     return tokens.reshape(batch, length, n_q, dim).transpose(0, 2, 1, 3)
+
+
+def _fused_attention(fused: Any, queries: mx.array, keys: mx.array, values: mx.array, scale: float,
+                     causal: bool) -> mx.array:
+    """power_attention's output as [B, L, n_q * D] from the kernels' whole-head attention: each tile of query
+    rows has its scores, softmax and product with the values computed while in cache, and the backward
+    recomputes the weights from the rows' log-sum-exp (models/native/kernels.cpp)."""
+
+    @mx.custom_function
+    def attend(q: mx.array, k: mx.array, v: mx.array) -> tuple[mx.array, mx.array]:
+        out, log_total = fused.attention(q, k, v, scale, causal)
+        return out, log_total
+
+    @attend.vjp
+    def attend_vjp(primals: list, cotangents: list, outputs: list) -> tuple[mx.array, mx.array, mx.array]:
+        d_q, d_k, d_v = fused.attention_grads(*primals, outputs[0], outputs[1], cotangents[0], scale, causal)
+        return d_q, d_k, d_v
+
+    return attend(queries, keys, values)[0]
 
 
 def _attention_tokens(queries: mx.array, keys: mx.array, values: mx.array, scale: float, mask: Any) -> mx.array:
@@ -286,11 +310,58 @@ def _plain_block(block: nn.Module) -> bool:
             and type(block.input_layernorm) is nn.RMSNorm and type(block.post_attention_layernorm) is nn.RMSNorm)
 
 
+def rms_norm(x: mx.array, weight: mx.array, eps: float) -> mx.array:
+    """mx.fast.rms_norm(x, weight, eps); one fused pass per row on every core where the kernels apply (MLX's CPU
+    runs it as single-threaded passes: square, mean, rsqrt, two products), differentiable either way."""
+    if kernels(x, weight):
+        return _fused_rms_norm(float(eps))(x, weight)
+    return mx.fast.rms_norm(x, weight, eps)
+
+
+@lru_cache(maxsize=8)
+def _fused_rms_norm(eps: float) -> Callable[[mx.array, mx.array], mx.array]:
+    """The kernels' RMSNorm as a differentiable function (one per epsilon, as mx.custom_function takes arrays only)."""
+
+    @mx.custom_function
+    def norm(x: mx.array, weight: mx.array) -> mx.array:
+        return native.module().rms_norm(x, weight, eps)
+
+    @norm.vjp
+    def norm_vjp(primals: list, cotangent: mx.array, output: mx.array) -> tuple[mx.array, mx.array]:
+        x, weight = recomputed(primals, [cotangent])
+        (d_x,) = native.module().rms_norm_grads(x, weight, cotangent, eps, False)
+        # the weight's gradient in MLX ops: lazy, so never computed where the norm is frozen (LoRA)
+        normed = x * mx.rsqrt(mx.mean(mx.square(x), axis=-1, keepdims=True) + eps)
+        return d_x, (cotangent * normed).reshape(-1, x.shape[-1]).sum(axis=0)
+
+    return norm
+
+
+class NormedInput:
+    """A frozen RMSNorm as a function of its input alone, with the `input_vjp` recompute.project takes: the
+    backward recomputes the normed state and its input gradient in one pass (the kernels) or one mx.vjp."""
+
+    def __init__(self, norm: nn.RMSNorm) -> None:
+        self.weight, self.eps = norm.weight, norm.eps
+
+    def __call__(self, h: mx.array) -> mx.array:
+        return rms_norm(h, self.weight, self.eps)
+
+    def vjp(self, primals: list, d_out: mx.array) -> tuple[mx.array, list[mx.array]]:
+        """(the normed state, [its input's gradient for d_out])."""
+        fused = kernels(primals[0], self.weight, d_out)
+        if fused:
+            value, d_h = fused.rms_norm_grads(primals[0], self.weight, d_out, self.eps, True)
+            return value, [d_h]
+        (value,), d_inputs = mx.vjp(self, list(primals), [d_out])
+        return value, list(d_inputs)
+
+
 def _projected(make_input: Callable[..., mx.array], sources: list[mx.array], layers: list[nn.Module],
                input_vjp: recompute.InputVjp | None = None) -> list[mx.array]:
     """[layer(make_input(*sources)) ...]: recomputing make_input in the backward where the layers allow it."""
     if recompute.recomputable(layers):
-        return recompute.project(make_input, sources, layers, input_vjp)
+        return recompute.project(make_input, sources, layers, input_vjp or getattr(make_input, "vjp", None))
     x = make_input(*sources)
     return [layer(x) for layer in layers]
 
@@ -344,7 +415,7 @@ def _power_classes() -> tuple[type, type, type]:
         """llama.TransformerBlock's forward, the norms handed to the attention and MLP as functions."""
 
         def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
-            h = x + self.self_attn.through(recompute.rms_normed(self.input_layernorm), x, mask, cache)
-            return h + self.mlp.through(recompute.rms_normed(self.post_attention_layernorm), h)
+            h = x + self.self_attn.through(NormedInput(self.input_layernorm), x, mask, cache)
+            return h + self.mlp.through(NormedInput(self.post_attention_layernorm), h)
 
     return PowerMLP, PowerAttention, PowerBlock

@@ -113,7 +113,3 @@ def project(make_input: Callable[..., mx.array], inputs: Sequence[mx.array], lay
 
     return list(projections(*inputs, *[p for layer in layers for p in _params(layer)]))
 
-
-def rms_normed(norm: nn.RMSNorm) -> Callable[[mx.array], mx.array]:
-    """The norm as a function of its input alone (its weight is frozen under LoRA)."""
-    return lambda h: mx.fast.rms_norm(h, norm.weight, norm.eps)
