@@ -57,7 +57,7 @@ def test_split_reproduces_the_models_logits(tied):
     np.testing.assert_array_equal(np.array(split.head(split.hidden(inputs))), np.array(model(inputs)))
 
 
-@pytest.mark.parametrize("vocab, rows", [(49152, 128), (300, 27904), (151936, 55), (2**21 + 1, 3)])
+@pytest.mark.parametrize("vocab, rows", [(49152, 320), (300, 55872), (151936, 64), (2**21 + 1, 7)])
 def test_chunks_are_a_multiple_of_64_positions_where_that_many_fit(vocab, rows):
     split = HeadSplit(body=None, head=None, vocab_size=vocab)
     assert split.chunk_tokens == rows and 4 * vocab * rows <= head_module.CE_CHUNK_BYTES

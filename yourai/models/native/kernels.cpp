@@ -520,7 +520,7 @@ class CrossEntropyRows : public NativeOp {
 // at ~300, and took a quarter of a training step.
 //
 // The products are written with the compiler's vector extensions: register tiles of TILE_ROWS rows
-// by 2 (Q K^T) or up to 4 (P V) vectors, the machine's vector width (16 floats with AVX-512, else 8).
+// by up to 4 vectors of the machine's vector width (16 floats with AVX-512, else 8).
 
 #if defined(__AVX512F__)
 constexpr int W = 16;
@@ -529,7 +529,8 @@ constexpr int TILE_ROWS = 4;
 constexpr int W = 8;
 constexpr int TILE_ROWS = 2;
 #endif
-constexpr int TILE_VECTORS = 4;     // P V's vectors per row tile (AVX2: 2 x 4 accumulators of 16 registers)
+constexpr int TILE_VECTORS = 4;     // vectors per row tile (AVX2: 2 x 4 accumulators of its 16 registers)
+constexpr int KEY_BLOCK = TILE_VECTORS * W;  // keys per column tile of Q K^T; rows of scores are padded to it
 constexpr int64_t QUERY_TILE = 64;  // query rows whose scores are held at once
 
 typedef float vec __attribute__((vector_size(W * sizeof(float))));
@@ -545,23 +546,22 @@ inline void store(float* p, vec v) { std::memcpy(p, &v, sizeof(vec)); }
 inline int64_t round_up(int64_t n, int64_t to) { return (n + to - 1) / to * to; }
 
 // out[r, j] = scale * sum_d a[r * a_stride + d] * bt[d * bt_stride + j] for r < NR, j < cols (a
-// multiple of 2W): a tile of rows against keys laid out as columns.
+// multiple of KEY_BLOCK): a tile of rows against keys laid out as columns.
 template <int NR>
 void a_bt_tile(const float* a, int64_t a_stride, const float* bt, int64_t bt_stride, int64_t cols, int64_t depth,
                float scale, float* out, int64_t out_stride) {
-  for (int64_t j = 0; j < cols; j += 2 * W) {
-    vec acc[NR][2] = {};
+  for (int64_t j = 0; j < cols; j += KEY_BLOCK) {
+    vec acc[NR][TILE_VECTORS] = {};
     for (int64_t d = 0; d < depth; ++d) {
-      const vec b0 = load(bt + d * bt_stride + j), b1 = load(bt + d * bt_stride + j + W);
+      vec b[TILE_VECTORS];
+      for (int c = 0; c < TILE_VECTORS; ++c) b[c] = load(bt + d * bt_stride + j + c * W);
       for (int r = 0; r < NR; ++r) {
         const vec x = vec{} + a[r * a_stride + d];
-        acc[r][0] += x * b0;
-        acc[r][1] += x * b1;
+        for (int c = 0; c < TILE_VECTORS; ++c) acc[r][c] += x * b[c];
       }
     }
     for (int r = 0; r < NR; ++r) {
-      store(out + r * out_stride + j, acc[r][0] * scale);
-      store(out + r * out_stride + j + W, acc[r][1] * scale);
+      for (int c = 0; c < TILE_VECTORS; ++c) store(out + r * out_stride + j + c * W, acc[r][c] * scale);
     }
   }
 }
@@ -641,7 +641,7 @@ struct AttentionShape {
   bool causal;
 
   int64_t group() const { return heads / kv_heads; }
-  int64_t padded() const { return round_up(span, 2 * W); }
+  int64_t padded() const { return round_up(span, KEY_BLOCK); }
   int64_t visible(int64_t query) const { return causal ? std::min(span, query + span - length + 1) : span; }
   bool operator==(const AttentionShape& o) const { return scale == o.scale && causal == o.causal; }
 };
@@ -689,7 +689,7 @@ class Attention : public AttentionOp {
           loaded = kv;
           for (int64_t i0 = 0; i0 < a.length; i0 += QUERY_TILE) {
             const int64_t rows = std::min(QUERY_TILE, a.length - i0), reach = a.visible(i0 + rows - 1);
-            a_bt(q + (task * a.length + i0) * a.dim, a.dim, rows, keys.data(), padded, round_up(reach, 2 * W), a.dim,
+            a_bt(q + (task * a.length + i0) * a.dim, a.dim, rows, keys.data(), padded, round_up(reach, KEY_BLOCK), a.dim,
                  a.scale, scores.data(), padded);
             for (int64_t r = 0; r < rows; ++r) {
               float* s = scores.data() + r * padded;
@@ -742,7 +742,7 @@ class AttentionGrads : public AttentionOp {
             const int64_t head = b * a.heads + h;
             for (int64_t i0 = 0; i0 < a.length; i0 += QUERY_TILE) {
               const int64_t rows = std::min(QUERY_TILE, a.length - i0), reach = a.visible(i0 + rows - 1);
-              const int64_t cols = round_up(reach, 2 * W);
+              const int64_t cols = round_up(reach, KEY_BLOCK);
               const float* q_rows = q + (head * a.length + i0) * a.dim;
               const int64_t token_at = (b * a.length + i0) * token + h * a.dim;
               a_bt(q_rows, a.dim, rows, keys.data(), padded, cols, a.dim, a.scale, weights.data(), padded);
