@@ -207,6 +207,27 @@ def test_cpu_math_rms_norm_and_its_gradients_match_mlx_with_and_without_kernels(
     np.testing.assert_allclose(np.array(fused[2]), np.array(want[1]), rtol=2e-5, atol=2e-5)  # the weight's gradient
 
 
+@pytest.mark.parametrize("dims, traditional, base, scale, offset, width", [
+    (64, False, 100000.0, 1.0, 0, 64),  # SmolLM2's
+    (64, True, 10000.0, 1.0, 7, 64),    # pairs of neighbours; positions after a cache of 7
+    (32, False, 500.0, 0.5, 3, 48),     # a partial rotation: the last 16 features pass through
+])
+def test_rope_on_heads_and_its_gradient_equal_mlx_rope(dims, traditional, base, scale, offset, width):
+    _kernels()
+    rope = nn.RoPE(dims, traditional=traditional, base=base, scale=scale)
+    tokens, cotangent = _array(2, 37, 3, width), _array(2, 3, 37, width)
+    ours = mx.vjp(lambda t: cpu_math.rope_heads(rope, t, offset), [tokens], [cotangent])
+    want = mx.vjp(lambda t: rope(t.transpose(0, 2, 1, 3), offset=offset), [tokens], [cotangent])
+    for a, b in zip(ours, want):
+        assert a[0].shape == b[0].shape
+        np.testing.assert_allclose(np.array(a[0]), np.array(b[0]), rtol=1e-5, atol=2e-5)
+    positions = (offset + np.arange(37)) * scale
+    angle = positions[:, None] * base ** (-2.0 * np.arange(dims // 2) / dims)  # float64: the first pair by hand
+    x = _f64(tokens)[:, :, :, [0, 1] if traditional else [0, dims // 2]]
+    first = x[..., 0] * np.cos(angle[:, :1]) - x[..., 1] * np.sin(angle[:, :1])
+    np.testing.assert_allclose(np.array(ours[0][0])[:, :, :, 0], first.transpose(0, 2, 1), rtol=1e-5, atol=2e-5)
+
+
 def test_inputs_that_are_views_are_read_as_their_values():
     k = _kernels()
     a = _array(64, 48)
@@ -230,6 +251,8 @@ def test_wrong_inputs_are_refused_with_the_op_named():
         k.attention(_array(1, 2, 6, 8), _array(1, 2, 4, 8), _array(1, 2, 4, 8), 1.0, True)
     with pytest.raises(ValueError, match="attention_grads.*lse"):
         k.attention_grads(_array(1, 2, 4, 8), _array(1, 2, 4, 8), _array(1, 2, 4, 8), _array(1, 4, 16), _array(1, 2), _array(1, 4, 16), 1.0, True)
+    with pytest.raises(ValueError, match="rope.*even"):
+        k.rope(_array(1, 4, 2, 8), 3, False, 10000.0, 1.0, 0, False)
     with pytest.raises(ValueError, match="rms_norm.*weight"):
         k.rms_norm(_array(3, 5), _array(4), 1e-5)
 

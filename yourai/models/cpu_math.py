@@ -357,6 +357,26 @@ class NormedInput:
         return value, list(d_inputs)
 
 
+def rope_heads(rope: Any, tokens: mx.array, offset: Any = 0) -> mx.array:
+    """rope(tokens.transpose(0, 2, 1, 3), offset) for tokens [B, L, H, D]: mlx-lm's RoPE on the heads of a
+    projection. Where the kernels apply (float32, exactly nn.RoPE, an int offset) one pass rotates and lays the
+    heads out, and the backward rotates back into the projection's layout."""
+    fused = kernels(tokens)
+    if not (fused and type(rope) is nn.RoPE and isinstance(offset, int)):
+        return rope(tokens.transpose(0, 2, 1, 3), offset=offset)
+    setting = (rope.dims, rope.traditional, float(rope.base), float(rope.scale), offset)
+
+    @mx.custom_function
+    def rotate(x: mx.array) -> mx.array:
+        return fused.rope(x, *setting, False)
+
+    @rotate.vjp
+    def rotate_vjp(primals: list, cotangent: mx.array, output: mx.array) -> mx.array:
+        return fused.rope(cotangent, *setting, True)
+
+    return rotate(tokens)
+
+
 def _projected(make_input: Callable[..., mx.array], sources: list[mx.array], layers: list[nn.Module],
                input_vjp: recompute.InputVjp | None = None) -> list[mx.array]:
     """[layer(make_input(*sources)) ...]: recomputing make_input in the backward where the layers allow it."""
@@ -398,13 +418,13 @@ def _power_classes() -> tuple[type, type, type]:
             """self(make_input(source), mask, cache)."""
             batch, length, _ = source.shape
             projected = _projected(make_input, [source], [self.q_proj, self.k_proj, self.v_proj])
-            queries, keys, values = [p.reshape(batch, length, n, -1).transpose(0, 2, 1, 3)
+            queries, keys, values = [p.reshape(batch, length, n, -1)
                                      for p, n in zip(projected, (self.n_heads, self.n_kv_heads, self.n_kv_heads))]
+            offset = 0 if cache is None else cache.offset
+            queries, keys = rope_heads(self.rope, queries, offset), rope_heads(self.rope, keys, offset)
+            values = values.transpose(0, 2, 1, 3)
             if cache is not None:
-                queries, keys = self.rope(queries, offset=cache.offset), self.rope(keys, offset=cache.offset)
                 keys, values = cache.update_and_fetch(keys, values)
-            else:
-                queries, keys = self.rope(queries), self.rope(keys)
             if hasattr(cache, "bits") or queries.dtype != mx.float32 or not _supported_mask(mask):
                 out = scaled_dot_product_attention(queries, keys, values, cache=cache, scale=self.scale, mask=mask)
             else:

@@ -365,6 +365,78 @@ class RMSNormGrads : public NormOp {
   }
 };
 
+// ------------------------------------------------------------------ RoPE
+
+// Rotary position embedding (mx.fast.rope) with the layout change around it: forward takes the
+// projection's [B, L, H, D] and gives the attention's [B, H, L, D], rotating the first `dims` features
+// of position offset + l by theta_i = (offset + l) * scale * base^(-2i / dims) (pairs (i, i + dims/2),
+// or (2i, 2i + 1) when traditional); backward rotates by -theta, the transpose, from [B, H, L, D]
+// back to [B, L, H, D]. Why: MLX's CPU RoPE is a chain of single-threaded passes (and a copy to lay
+// the heads out), each way.
+struct RopeSetting {
+  int dims;
+  bool traditional;
+  float base, scale;
+  int offset;
+  bool backward;
+  bool operator==(const RopeSetting& o) const {
+    return dims == o.dims && traditional == o.traditional && base == o.base && scale == o.scale && offset == o.offset
+           && backward == o.backward;
+  }
+};
+
+class Rope : public NativeOp {
+ public:
+  Rope(mx::Stream stream, RopeSetting setting) : NativeOp(stream), setting_(setting) {}
+  const char* name() const override { return "Rope"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return setting_ == static_cast<const Rope&>(other).setting_; }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    const auto& x = in[0].shape();
+    return {{x[0], x[2], x[1], x[3]}};
+  }
+
+  Task task(const std::vector<mx::array>& in, const std::vector<mx::array>& out) const override {
+    return [in, out = std::vector<mx::array>(out), r = setting_]() mutable {
+      const auto& shape = in[0].shape();
+      const int64_t batch = shape[0], heads = r.backward ? shape[1] : shape[2];
+      const int64_t length = r.backward ? shape[2] : shape[1], dim = shape[3], half = r.dims / 2;
+      std::vector<float> cosines(length * half), sines(length * half);
+      for (int64_t i = 0; i < half; ++i) {
+        const float frequency = static_cast<float>(std::pow(static_cast<double>(r.base), -2.0 * i / r.dims));
+        for (int64_t l = 0; l < length; ++l) {
+          const float theta = r.scale * static_cast<float>(r.offset + l) * frequency;
+          cosines[l * half + i] = std::cos(theta);
+          sines[l * half + i] = r.backward ? -std::sin(theta) : std::sin(theta);
+        }
+      }
+      const float* x = in[0].data<float>();
+      float* y = out[0].data<float>();
+      const float *cs = cosines.data(), *sn = sines.data();
+      parallel_rows(batch * length, heads * dim, [=](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {  // one position of one sequence, every head
+          const int64_t b = row / length, l = row % length;
+          const float *c = cs + l * half, *s = sn + l * half;
+          for (int64_t h = 0; h < heads; ++h) {
+            const int64_t token_at = (row * heads + h) * dim, head_at = ((b * heads + h) * length + l) * dim;
+            const float* src = x + (r.backward ? head_at : token_at);
+            float* dst = y + (r.backward ? token_at : head_at);
+            const int64_t step = r.traditional ? 1 : half, stride = r.traditional ? 2 : 1;
+            for (int64_t i = 0; i < half; ++i) {
+              const float x1 = src[i * stride], x2 = src[i * stride + step];
+              dst[i * stride] = x1 * c[i] - x2 * s[i];
+              dst[i * stride + step] = x2 * c[i] + x1 * s[i];
+            }
+            for (int64_t d = 2 * half; d < dim; ++d) dst[d] = src[d];
+          }
+        }
+      });
+    };
+  }
+
+ private:
+  RopeSetting setting_;
+};
+
 // ------------------------------------------------------------------ row softmax
 
 // A causal mask read from the row index, as an attention's [..., queries, keys] scores lie: the
@@ -835,6 +907,19 @@ std::vector<mx::array> rms_norm_grads(const mx::array& x, const mx::array& weigh
                                 {mx::contiguous(x, false, s), mx::contiguous(weight, false, s), mx::contiguous(d_out, false, s)});
 }
 
+mx::array rope(const mx::array& x, int dims, bool traditional, float base, float scale, int offset, bool backward) {
+  require_float32("rope", {x});
+  if (x.ndim() != 4 || dims <= 0 || dims % 2 != 0 || dims > x.shape(3) || offset < 0) {
+    throw std::invalid_argument("[yourai native rope] needs x [B, L, H, D] ([B, H, L, D] backward) and an even "
+                                "dims of at most D, offset >= 0");
+  }
+  auto s = cpu_stream();
+  const auto& d = x.shape();
+  return mx::array({d[0], d[2], d[1], d[3]}, mx::float32,
+                   std::make_shared<Rope>(s, RopeSetting{dims, traditional, base, scale, offset, backward}),
+                   {mx::contiguous(x, false, s)});
+}
+
 Causal causal_of(const char* op, const mx::array& scores, int causal_queries) {
   if (causal_queries < 0 || (causal_queries > 0 && (scores.ndim() < 2 || scores.shape(-1) < causal_queries))) {
     throw std::invalid_argument(std::string("[yourai native ") + op + "] causal_queries must be 0 or at most the keys");
@@ -930,6 +1015,9 @@ NB_MODULE(_yourai_native, m) {
   m.def("rms_norm", &rms_norm, nb::arg("x"), nb::arg("weight"), nb::arg("eps"), "x * weight / sqrt(mean(x^2) + eps) over the last axis");
   m.def("rms_norm_grads", &rms_norm_grads, nb::arg("x"), nb::arg("weight"), nb::arg("d_out"), nb::arg("eps"),
         nb::arg("with_value"), "[rms_norm(x, weight, eps) if with_value], d_x (the weight's gradient is not formed)");
+  m.def("rope", &rope, nb::arg("x"), nb::arg("dims"), nb::arg("traditional"), nb::arg("base"), nb::arg("scale"),
+        nb::arg("offset"), nb::arg("backward"),
+        "mx.fast.rope of x [B, L, H, D] as [B, H, L, D]; backward: rotated back from [B, H, L, D] to [B, L, H, D]");
   m.def("attention", &attention, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("scale"), nb::arg("causal"),
         "[softmax(q k^T * scale) v as [B, L, Hq * D], each row's log-sum-exp [B, Hq, L]]; q [B, Hq, L, D], "
         "k and v [B, Hkv, S, D]; causal: the queries are the last L positions, each seeing the keys up to itself");
