@@ -46,7 +46,7 @@ namespace {
 // r = x - n ln 2 (ln 2 in two parts, as Cephes' expf), e^r = 1 + r + r^2 P(r) with Cephes'
 // degree-5 P. Below -87.3 the result is 0 (where float32 turns subnormal), above 88.7 inf, NaN
 // stays NaN. Branch-free, so loops over it vectorize.
-inline float exp_f32(float x) {
+__attribute__((always_inline)) inline float exp_f32(float x) {
   constexpr float hi = 88.72283f, lo = -87.33654f;
   float c = x < lo ? lo : x;
   c = c > hi ? hi : c;
@@ -73,7 +73,7 @@ inline float exp_f32(float x) {
   return x != x ? x : y;
 }
 
-inline float sigmoid_f32(float x) {
+__attribute__((always_inline)) inline float sigmoid_f32(float x) {
   return 1.0f / (1.0f + exp_f32(-x));
 }
 
