@@ -17,11 +17,11 @@ tokens/s, <= 0.7x its peak RSS, >= 50 % of the ceiling. The quantized base is ti
 small shapes) as users would run it on Metal; on the CPU it is not the fast path, and the script
 says so.
 
-On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, attention's softmax and the loss
-through yourai's fused kernels (yourai/models/native, built on first use; the arm "yourai plain MLX ops"
-turns them off to measure what they add), causal attention in query blocks (yourai/models/cpu_math.py),
-LoRA inputs recomputed in the backward (yourai/models/recompute.py); the mlx_lm.lora arm runs
-mlx-lm's own model code, with mlx's exp. The header line says which.
+On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, RMSNorm, RoPE, whole-head
+attention and the loss through yourai's fused kernels (yourai/models/native, built on first use; the arm
+"yourai plain MLX ops" turns them off to measure what they add, and then runs causal attention in query
+blocks, yourai/models/cpu_math.py), LoRA inputs recomputed in the backward (yourai/models/recompute.py);
+the mlx_lm.lora arm runs mlx-lm's own model code, with mlx's exp. The header line says which.
 
     python benchmarks/train_throughput.py --model smollm2-135m-instruct [--repeats 3] [--steps 12]
     python benchmarks/train_throughput.py --model default --steps 30 --batch 8 --seq 256
@@ -242,7 +242,7 @@ def main() -> None:
             from yourai.models import native
 
             kernels = native.status()
-            print("CPU: the yourai arms run SwiGLU, attention's softmax and the loss through yourai's fused kernels "
+            print("CPU: the yourai arms run SwiGLU, RMSNorm, RoPE, attention and the loss through yourai's fused kernels "
                   f"({'in use' if kernels.module else kernels.reason}; models/native), elsewhere exponentials as powers "
                   f"of two, and recompute LoRA inputs (cpu_math.py, recompute.py); '{NO_KERNELS}' runs with YOURAI_NATIVE=0; "
                   "mlx_lm.lora uses mlx's exp and autodiff")

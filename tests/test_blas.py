@@ -124,3 +124,34 @@ def test_openblas_threads_reports_the_thread_count_openblas_uses():
 
 def test_no_thread_count_without_openblas():
     assert _run(YOURAI_OPENBLAS="0") == ["None", "None"]
+
+
+IDLE_SPIN = """
+import os, time
+import yourai
+import mlx.core as mx
+def cpu_s(tid):
+    fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+a = mx.random.normal((512, 512))
+mx.eval(a @ a, a @ a)
+tasks = os.listdir("/proc/self/task")
+before = {t: cpu_s(t) for t in tasks}
+time.sleep(0.5)  # nothing to do: an idle OpenBLAS thread should sleep, not spin
+print(os.environ["OPENBLAS_THREAD_TIMEOUT"], max(cpu_s(t) - before[t] for t in tasks))
+"""
+
+
+def _idle_spin(**env: str) -> tuple[str, float]:
+    settings = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | {"PYTHONPATH": str(PROJECT_ROOT)} | env
+    done = subprocess.run([sys.executable, "-c", IDLE_SPIN], env=settings, capture_output=True, text=True, check=True)
+    setting, busiest = done.stdout.split()
+    return setting, float(busiest)
+
+
+@pytest.mark.skipif(not _blas.loaded_blas, reason="OpenBLAS is not installed here (or YOURAI_OPENBLAS=0)")
+def test_idle_openblas_threads_sleep_soon_unless_the_user_says_otherwise():
+    """yourai sets OPENBLAS_THREAD_TIMEOUT (2^16 cycles of spinning); OpenBLAS's own 2^28 spins ~0.1 s after each product."""
+    ours, theirs = _idle_spin(), _idle_spin(OPENBLAS_THREAD_TIMEOUT="28")
+    assert ours[0] == _blas.THREAD_TIMEOUT and theirs[0] == "28"
+    assert ours[1] <= 0.03 < 0.05 <= theirs[1], (ours, theirs)

@@ -274,16 +274,16 @@ class SwiGLUGrads : public NativeOp {
 
 // ------------------------------------------------------------------ RMSNorm
 
-// sum of squares of a row, in LANES partial sums.
-inline float row_square_sum(const float* x, int64_t n) {
+// sum_j a[j] * b[j], in LANES partial sums.
+inline float row_dot(const float* a, const float* b, int64_t n) {
   float part[LANES] = {};
   int64_t j = 0;
   for (; j + LANES <= n; j += LANES) {
-    for (int l = 0; l < LANES; ++l) part[l] += x[j + l] * x[j + l];
+    for (int l = 0; l < LANES; ++l) part[l] += a[j + l] * b[j + l];
   }
   float total = 0.0f;
   for (int l = 0; l < LANES; ++l) total += part[l];
-  for (; j < n; ++j) total += x[j] * x[j];
+  for (; j < n; ++j) total += a[j] * b[j];
   return total;
 }
 
@@ -318,7 +318,7 @@ class RMSNorm : public NormOp {
         for (int64_t row = begin; row < end; ++row) {
           const float* xr = x + row * width;
           float* yr = y + row * width;
-          const float r = 1.0f / std::sqrt(row_square_sum(xr, width) / static_cast<float>(width) + eps);
+          const float r = 1.0f / std::sqrt(row_dot(xr, xr, width) / static_cast<float>(width) + eps);
           for (int64_t j = 0; j < width; ++j) yr[j] = w[j] * (xr[j] * r);
         }
       });
@@ -345,7 +345,7 @@ class RMSNormGrads : public NormOp {
       parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
           const int64_t at = row * width;
-          const float r = 1.0f / std::sqrt(row_square_sum(x + at, width) / static_cast<float>(width) + eps);
+          const float r = 1.0f / std::sqrt(row_dot(x + at, x + at, width) / static_cast<float>(width) + eps);
           float part[LANES] = {};
           int64_t j = 0;
           for (; j + LANES <= width; j += LANES) {
@@ -822,8 +822,7 @@ class AttentionGrads : public AttentionOp {
               for (int64_t r = 0; r < rows; ++r) {
                 float *w = weights.data() + r * padded, *ds = d_scores.data() + r * padded;
                 const float *o_row = o + token_at + r * token, *d_row = d_o + token_at + r * token;
-                float delta = 0.0f;
-                for (int64_t d = 0; d < a.dim; ++d) delta += o_row[d] * d_row[d];
+                const float delta = row_dot(o_row, d_row, a.dim);
                 const float shift = lse[head * a.length + i0 + r];
                 const int64_t seen = a.visible(i0 + r);
                 for (int64_t j = 0; j < seen; ++j) {
