@@ -20,7 +20,7 @@ says so.
 On the CPU the yourai arms run what `yourai train` runs there — SwiGLU, RMSNorm, RoPE, whole-head
 attention and the loss through yourai's fused kernels (yourai/models/native, built on first use; the arm
 "yourai plain MLX ops" turns them off to measure what they add, and then runs causal attention in query
-blocks, yourai/models/cpu_math.py), LoRA inputs recomputed in the backward (yourai/models/recompute.py);
+blocks, yourai/models/cpu_math.py and cpu_blocks.py), LoRA inputs recomputed in the backward (yourai/models/recompute.py);
 the mlx_lm.lora arm runs mlx-lm's own model code, with mlx's exp. The header line says which.
 
     python benchmarks/train_throughput.py --model smollm2-135m-instruct [--repeats 3] [--steps 12]

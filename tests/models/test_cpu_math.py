@@ -12,7 +12,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.models import llama
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from yourai.models import cpu_math
+from yourai.models import cpu_blocks, cpu_math
 
 
 def test_power_exp_is_exp_to_float32_rounding():
@@ -42,11 +42,11 @@ def _model() -> nn.Module:
 
 def test_the_swap_changes_the_mlp_class_only_and_keeps_the_outputs():
     model, plain, inputs = _model(), _model(), mx.array([[1, 5, 9, 2, 7]])
-    assert cpu_math.use_power_exponentials(model) == 6  # 2 MLP, 2 attention and the 2 blocks holding them
+    assert cpu_blocks.use_power_exponentials(model) == 6  # 2 MLP, 2 attention and the 2 blocks holding them
     assert all(type(layer.mlp).__name__ == "PowerMLP" and isinstance(layer.mlp, llama.MLP) for layer in model.layers)
     assert all(type(layer.self_attn).__name__ == "PowerAttention" for layer in model.layers)
     assert all(type(layer).__name__ == "PowerBlock" and isinstance(layer, llama.TransformerBlock) for layer in model.layers)
-    assert cpu_math.use_power_exponentials(model) == 0  # a second call finds nothing left to swap
+    assert cpu_blocks.use_power_exponentials(model) == 0  # a second call finds nothing left to swap
     np.testing.assert_allclose(np.array(model(inputs)), np.array(plain(inputs)), rtol=1e-5, atol=1e-5)
     for each in (model, plain):  # LoRA wraps the same projections under the same names
         linear_to_lora_layers(each, 2, {"rank": 4, "scale": 10.0, "dropout": 0.0})
@@ -57,7 +57,7 @@ def test_the_swap_changes_the_mlp_class_only_and_keeps_the_outputs():
 def test_off_the_cpu_nothing_changes(monkeypatch):
     monkeypatch.setattr(cpu_math, "on_cpu", lambda: False)
     model = _model()
-    assert cpu_math.use_power_exponentials(model) == 0 and all(type(layer.mlp) is llama.MLP for layer in model.layers)
+    assert cpu_blocks.use_power_exponentials(model) == 0 and all(type(layer.mlp) is llama.MLP for layer in model.layers)
     assert all(type(layer.self_attn) is llama.Attention and type(layer) is llama.TransformerBlock for layer in model.layers)
     x = mx.array([0.5, -3.0])
     assert np.array(cpu_math.exp(x)).tolist() == np.array(mx.exp(x)).tolist()
@@ -109,7 +109,7 @@ def test_swapped_attention_matches_with_a_cache_and_a_prefix_cache():
     from yourai.eval.loglik import prefill_prefix
 
     model, plain = _model(), _model()
-    cpu_math.use_power_exponentials(model)
+    cpu_blocks.use_power_exponentials(model)
     prompt, step = mx.array([[3, 8, 1, 4, 4, 9]]), mx.array([[7, 2]])
     outputs = []
     for each in (model, plain):

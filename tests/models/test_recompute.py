@@ -15,7 +15,7 @@ from mlx_lm.tuner.dora import DoRALinear
 from mlx_lm.tuner.lora import LoRALinear
 from mlx_lm.tuner.utils import linear_to_lora_layers
 
-from yourai.models import cpu_math, recompute
+from yourai.models import cpu_blocks, cpu_math, recompute
 
 
 def _lora(dims: int, out: int, seed: int, bias: bool = False) -> LoRALinear:
@@ -104,7 +104,7 @@ def _loss(model: nn.Module, tokens: mx.array) -> mx.array:
 
 def test_a_swapped_lora_model_has_mlx_lms_loss_and_gradients():
     model, plain = _model(), _model()
-    assert cpu_math.use_power_exponentials(model) == 6
+    assert cpu_blocks.use_power_exponentials(model) == 6
     tokens = mx.array(np.random.default_rng(3).integers(0, 100, size=(3, 9)))
     (loss, grads), (want_loss, want_grads) = (nn.value_and_grad(m, _loss)(m, tokens) for m in (model, plain))
     np.testing.assert_allclose(loss.item(), want_loss.item(), rtol=1e-5)
@@ -126,7 +126,7 @@ def test_recomputing_keeps_the_normed_states_and_swiglu_output_out_of_memory(mon
     hidden, inter, layers, batch, length = 128, 512, 8, 4, 128  # with fewer blocks the peak falls elsewhere
     tokens = mx.array(np.random.default_rng(4).integers(0, 100, size=(batch, length + 1)))
     model = _model(hidden=hidden, inter=inter, layers=layers)
-    cpu_math.use_power_exponentials(model)
+    cpu_blocks.use_power_exponentials(model)
     lean = _step_peak(model, tokens)
     monkeypatch.setattr(recompute, "recomputable", lambda layers: False)
     kept = _step_peak(model, tokens)
@@ -152,6 +152,6 @@ def test_compiling_the_step_does_not_merge_a_recomputation_into_the_forward():
     forward's own result, kept until the backward (the step's peak 1.73x the uncompiled one, measured)."""
     tokens = mx.array(np.random.default_rng(5).integers(0, 100, size=(4, 129)))
     model = _model(hidden=128, inter=512, layers=8)
-    cpu_math.use_power_exponentials(model)
+    cpu_blocks.use_power_exponentials(model)
     plain, compiled = (_compiled_or_not_peak(model, tokens, flag) for flag in (False, True))
     assert compiled <= 1.12 * plain, (compiled, plain)  # measured 1.03x

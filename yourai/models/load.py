@@ -20,7 +20,7 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 from yourai.hardware import mlx_backend
-from yourai.models.cpu_math import use_power_exponentials
+from yourai.models.cpu_blocks import use_power_exponentials
 from yourai.models.dequantize import dequantize_model, needs_float32, should_dequantize
 from yourai.models.registry import PACKAGED_MODELS, ensure_packaged_model
 from yourai.paths import default_model_dir, sample_corpus_path
@@ -118,7 +118,7 @@ def load_model(path_or_id: str = DEFAULT_MODEL, adapter_path: str | Path | None 
         model, tokenizer = load(name)
         if should_dequantize(dequantize, mlx_backend()) and needs_float32(model):
             dequantize_model(model)
-        use_power_exponentials(model)  # on the CPU only: SwiGLU and attention without mx.exp (models/cpu_math.py)
+        use_power_exponentials(model)  # on the CPU only: SwiGLU and attention without mx.exp (models/cpu_blocks.py)
         if adapters:
             load_adapters(model, str(adapters))
             model.eval()
