@@ -19,7 +19,7 @@ OpenBLAS's idle threads spin (calling sched_yield) for 2^28 cycles, ~0.1 s, afte
 they sleep. Between two products a training step runs yourai's multi-threaded kernels and MLX's
 single-threaded ops, and the spinning thread takes a core from them: `OPENBLAS_THREAD_TIMEOUT` is set to
 THREAD_TIMEOUT (2^16 cycles, ~20 us) unless the user set it. It changes when a thread sleeps, never how a
-product is split, so results are bit-identical.
+product is split (that follows the thread count), so it does not change what a product computes.
 """
 
 from __future__ import annotations

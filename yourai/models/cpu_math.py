@@ -6,7 +6,8 @@ costs ~14-23 ns per float32 element (the wheels' polynomial calls libm for fma a
 100 M logits, ~110 M attention scores and ~94 M MLP activations, each wanting an exponential. So where
 arrays run on the CPU:
 
-* SwiGLU and its gradients, RMSNorm and its input gradient, whole-head attention and its backward (causal
+* SwiGLU and its gradients, RMSNorm and its input gradient, RoPE on the heads (`rope_heads`), whole-head
+  attention and its backward (causal
   masks read from the row index) and the loss's log-sum-exp and gradient run through yourai's fused
   kernels (models/native: vectorized, one pass per row or tile, every core) where they are built and the
   arrays are float32 (`kernels`);

@@ -287,6 +287,11 @@ inline float row_dot(const float* a, const float* b, int64_t n) {
   return total;
 }
 
+// 1 / sqrt(mean(x^2) + eps) of a row.
+inline float inverse_rms(const float* x, int64_t width, float eps) {
+  return 1.0f / std::sqrt(row_dot(x, x, width) / static_cast<float>(width) + eps);
+}
+
 // A row-norm primitive and its epsilon (equivalent when the epsilons are).
 class NormOp : public NativeOp {
  public:
@@ -318,7 +323,7 @@ class RMSNorm : public NormOp {
         for (int64_t row = begin; row < end; ++row) {
           const float* xr = x + row * width;
           float* yr = y + row * width;
-          const float r = 1.0f / std::sqrt(row_dot(xr, xr, width) / static_cast<float>(width) + eps);
+          const float r = inverse_rms(xr, width, eps);
           for (int64_t j = 0; j < width; ++j) yr[j] = w[j] * (xr[j] * r);
         }
       });
@@ -345,7 +350,7 @@ class RMSNormGrads : public NormOp {
       parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
           const int64_t at = row * width;
-          const float r = 1.0f / std::sqrt(row_dot(x + at, x + at, width) / static_cast<float>(width) + eps);
+          const float r = inverse_rms(x + at, width, eps);
           float part[LANES] = {};
           int64_t j = 0;
           for (; j + LANES <= width; j += LANES) {
@@ -439,6 +444,30 @@ class Rope : public NativeOp {
 
 // ------------------------------------------------------------------ row softmax
 
+// p = softmax(s) over a row's first `seen` entries and 0 up to `width` (p may be s); returns the
+// row's log-sum-exp.
+inline float softmax_row(const float* s, float* p, int64_t seen, int64_t width) {
+  const float peak = row_max(s, seen);
+  const float total = exp_sum(s, peak, p, seen);
+  const float inverse = 1.0f / total;
+  for (int64_t j = 0; j < seen; ++j) p[j] *= inverse;
+  std::fill(p + seen, p + width, 0.0f);
+  return peak + std::log(total);
+}
+
+// The softmax backward of one row from its scores: w = e^(s - lse), ds = w * (dw - delta) over the
+// first `seen` entries, 0 up to `width` (w may be s, ds may be dw).
+inline void softmax_grad_row(const float* s, float lse, const float* dw, float delta, float* w, float* ds, int64_t seen,
+                             int64_t width) {
+  for (int64_t j = 0; j < seen; ++j) {
+    const float e = exp_f32(s[j] - lse);
+    w[j] = e;
+    ds[j] = e * (dw[j] - delta);
+  }
+  std::fill(w + seen, w + width, 0.0f);
+  std::fill(ds + seen, ds + width, 0.0f);
+}
+
 // A causal mask read from the row index, as an attention's [..., queries, keys] scores lie: the
 // row's query is at row % queries among the last `queries` of the keys, and sees the keys up to
 // it. queries == 0: no mask. Masked keys get weight exactly 0 and no exponential is taken for them.
@@ -480,15 +509,7 @@ class SoftmaxRows : public CausalRowsOp {
       float* lse = out[1].data<float>();
       parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
-          const float* s = scores + row * width;
-          float* p = probs + row * width;
-          const int64_t seen = causal.visible(row, width);
-          const float peak = row_max(s, seen);
-          const float total = exp_sum(s, peak, p, seen);
-          const float inverse = 1.0f / total;
-          for (int64_t j = 0; j < seen; ++j) p[j] *= inverse;
-          std::fill(p + seen, p + width, 0.0f);
-          lse[row] = peak + std::log(total);
+          lse[row] = softmax_row(scores + row * width, probs + row * width, causal.visible(row, width), width);
         }
       });
     };
@@ -516,15 +537,9 @@ class SoftmaxGradRows : public CausalRowsOp {
       float* d_scores = out[1].data<float>();
       parallel_rows(rows, width, [=](int64_t begin, int64_t end) {
         for (int64_t row = begin; row < end; ++row) {
-          const int64_t at = row * width, seen = causal.visible(row, width);
-          const float shift = lse[row], d = delta[row];
-          for (int64_t j = 0; j < seen; ++j) {
-            const float w = exp_f32(scores[at + j] - shift);
-            weights[at + j] = w;
-            d_scores[at + j] = w * (d_weights[at + j] - d);
-          }
-          std::fill(weights + at + seen, weights + at + width, 0.0f);
-          std::fill(d_scores + at + seen, d_scores + at + width, 0.0f);
+          const int64_t at = row * width;
+          softmax_grad_row(scores + at, lse[row], d_weights + at, delta[row], weights + at, d_scores + at,
+                           causal.visible(row, width), width);
         }
       });
     };
@@ -715,7 +730,6 @@ struct AttentionShape {
   int64_t group() const { return heads / kv_heads; }
   int64_t padded() const { return round_up(span, KEY_BLOCK); }
   int64_t visible(int64_t query) const { return causal ? std::min(span, query + span - length + 1) : span; }
-  bool operator==(const AttentionShape& o) const { return scale == o.scale && causal == o.causal; }
 };
 
 // A primitive holding the attention's scale and mask (equivalent when both are).
@@ -750,7 +764,9 @@ class Attention : public AttentionOp {
       const float *q = in[0].data<float>(), *k = in[1].data<float>(), *v = in[2].data<float>();
       float *o = out[0].data<float>(), *lse = out[1].data<float>();
       const AttentionShape a = shape;
-      parallel_rows(a.batch * a.heads, a.length * a.span * a.dim / 64, [=](int64_t begin, int64_t end) {
+      // a head's work, in parallel_rows' unit (an element of a one-pass kernel): its L x S scores, each
+      // costing ~D / W vector multiply-adds twice (Q K^T and P V)
+      parallel_rows(a.batch * a.heads, a.length * a.span * 2 * a.dim / W, [=](int64_t begin, int64_t end) {
         const int64_t padded = a.padded(), token = a.heads * a.dim;
         std::vector<float> keys(a.dim * padded), scores(QUERY_TILE * padded);
         int64_t loaded = -1;  // the key/value head whose keys are in `keys`
@@ -765,13 +781,7 @@ class Attention : public AttentionOp {
                  a.scale, scores.data(), padded);
             for (int64_t r = 0; r < rows; ++r) {
               float* s = scores.data() + r * padded;
-              const int64_t seen = a.visible(i0 + r);
-              const float peak = row_max(s, seen);
-              const float total = exp_sum(s, peak, s, seen);
-              const float inverse = 1.0f / total;
-              for (int64_t j = 0; j < seen; ++j) s[j] *= inverse;
-              std::fill(s + seen, s + reach, 0.0f);
-              lse[task * a.length + i0 + r] = peak + std::log(total);
+              lse[task * a.length + i0 + r] = softmax_row(s, s, a.visible(i0 + r), reach);
             }
             p_x<false>(scores.data(), padded, 1, rows, values, a.dim, reach, a.dim, 1.0f,
                        o + (b * a.length + i0) * token + h * a.dim, token);
@@ -800,7 +810,8 @@ class AttentionGrads : public AttentionOp {
       const float *o = in[3].data<float>(), *lse = in[4].data<float>(), *d_o = in[5].data<float>();
       float *dq = out[0].data<float>(), *dk = out[1].data<float>(), *dv = out[2].data<float>();
       const AttentionShape a = shape;
-      parallel_rows(a.batch * a.kv_heads, a.length * a.span * a.dim / 16, [=](int64_t begin, int64_t end) {
+      // a key/value head's work (as in Attention): its heads' scores, five products each
+      parallel_rows(a.batch * a.kv_heads, a.group() * a.length * a.span * 5 * a.dim / W, [=](int64_t begin, int64_t end) {
         const int64_t padded = a.padded(), token = a.heads * a.dim;
         std::vector<float> keys(a.dim * padded), values(a.dim * padded), weights(QUERY_TILE * padded),
             d_scores(QUERY_TILE * padded);
@@ -821,17 +832,8 @@ class AttentionGrads : public AttentionOp {
               a_bt(d_o + token_at, token, rows, values.data(), padded, cols, a.dim, 1.0f, d_scores.data(), padded);
               for (int64_t r = 0; r < rows; ++r) {
                 float *w = weights.data() + r * padded, *ds = d_scores.data() + r * padded;
-                const float *o_row = o + token_at + r * token, *d_row = d_o + token_at + r * token;
-                const float delta = row_dot(o_row, d_row, a.dim);
-                const float shift = lse[head * a.length + i0 + r];
-                const int64_t seen = a.visible(i0 + r);
-                for (int64_t j = 0; j < seen; ++j) {
-                  const float e = exp_f32(w[j] - shift);
-                  w[j] = e;
-                  ds[j] = e * (ds[j] - delta);
-                }
-                std::fill(w + seen, w + reach, 0.0f);
-                std::fill(ds + seen, ds + reach, 0.0f);
+                const float delta = row_dot(o + token_at + r * token, d_o + token_at + r * token, a.dim);
+                softmax_grad_row(w, lse[head * a.length + i0 + r], ds, delta, w, ds, a.visible(i0 + r), reach);
               }
               p_x<false>(d_scores.data(), padded, 1, rows, k + at, a.dim, reach, a.dim, a.scale,
                          dq + (head * a.length + i0) * a.dim, a.dim);
