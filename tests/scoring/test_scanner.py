@@ -53,7 +53,20 @@ def test_every_bounded_match_starts_with_one_of_its_verify_prefixes() -> None:
         match = scanner.BOUNDED_AT_RE.match(sample)
         assert match is not None, sample
         assert any(match.group().lower().startswith(prefix) for prefix in prefixes), sample
-        assert scanner.WORD_RE.match("\n" + sample.lower()).lastgroup == "_verify", sample
+        assert scanner.WORD_RE.match("\n" + sample.lower()) is not None, sample  # the prefilter finds its start
+
+
+def test_the_word_prefilter_keeps_only_the_shortest_start_of_each_family() -> None:
+    """A word start needs one phrase to fit; 'patent' adds nothing where 'pat' is already a start."""
+    assert scanner._minimal_prefixes({"pat", "patent", "journal", "journals", "journal entry", "wiki", "who"}) == [
+        "journal", "pat", "who", "wiki"]
+
+
+def test_every_folded_keyword_start_is_a_prefilter_start() -> None:
+    """The prefilter may find more word starts than hold a match, never fewer (the trie matches at the word)."""
+    for keyword in P.ALL_KEYWORDS:
+        padded = "\n" + keyword.phrase.lower()
+        assert scanner.WORD_RE.match(padded) is not None, keyword.phrase
 
 
 _PIECES = st.sampled_from([k.phrase for k in P.ALL_KEYWORDS] + [

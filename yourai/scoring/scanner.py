@@ -116,28 +116,36 @@ def bounded_prefixes() -> set[str]:
     return prefixes
 
 
+def _minimal_prefixes(phrases: set[str]) -> list[str]:
+    """The phrases no other phrase is a prefix of: a word start needs only the shortest that fits."""
+    return sorted(p for p in phrases if not any(q != p and p.startswith(q) for q in phrases))
+
+
 def build_scan_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """(free, word, bounded-at, folded-at): the regexes `combined_matches` walks instead of the alternation.
 
     Measured on the ../shared corpora (22 MB), one combined alternation ran at ~6 MB/s: sre tries
     its branches at every word boundary, and a case-folding class `[aA]` costs more than a literal.
     The free patterns (leads `[ ( < { \\n`, never word characters) run on the text and skip to
-    their leads (~80 MB/s). Everything that starts a word runs as ONE regex on `text.lower()`: the
-    folded keyword trie as plain literals, preceded by the lower-case prefixes every word-bounded
-    pattern and exact keyword must start with (`literal_starts`: `ibid`, `http`, `nature`, `who`, …,
-    named group `_verify`). Only where a prefix matches is the case-sensitive truth checked on the
-    text (bounded-at), then the folded trie at the same place (folded-at) — the alternation's order.
-    It opens with one non-word character, so sre skips to word starts in C. Two word passes (~27
-    and ~30 MB/s) became one (~22 MB/s, 1.0 s vs 1.6 s CPU on the corpora); the prefixes match
-    ~20,000 times there, of which the check keeps ~3,400.
+    their leads (~200 MB/s). Everything that starts a word is found on `text.lower()` by ONE
+    prefilter (word): a non-word character, then a trie of the shortest lower-case starts any
+    word-led match must have — each folded keyword (its spaces as `\\s+`) and the prefixes every
+    word-bounded pattern and exact keyword begins with (`literal_starts`: `ibid`, `http`, `nature`,
+    `who`, …). Only at such a word start are the real patterns tried, in the alternation's order:
+    the case-sensitive ones on the text (bounded-at), then the folded trie (folded-at).
+
+    Why a prefilter and not the folded trie itself: on these corpora sre enters the pattern at
+    each of ~4.9 M non-word characters (~0.25 s of the 22 MB's scan, with nothing to match), and
+    the word regex's cost beyond that was its alternatives — the prefix group and the trie with
+    its optional endings and look-aheads, 0.45 s more. The one trie of minimal starts costs 0.22 s
+    beyond the entries and finds ~47,000 word starts, of which ~43,000 hold a match.
     """
     free, _, _, _ = _regex_parts()
-    folded_lower = [b + r"(?![\w-])" for b in _trie_branches([kw.phrase for kw in ALL_KEYWORDS
-                                                              if not kw.case_sensitive], True)]
-    bounded = _bounded_branches()
-    verify = "|".join(re.escape(prefix) for prefix in sorted(bounded_prefixes(), key=lambda p: (-len(p), p)))
-    word = re.compile(r"\W(?:(?P<_verify>" + verify + ")|" + "|".join(folded_lower) + ")")
-    return (re.compile("|".join(free), re.MULTILINE), word, re.compile("(?:" + "|".join(bounded) + ")"),
+    folded = {kw.phrase for kw in ALL_KEYWORDS if not kw.case_sensitive}
+    folded_lower = [b + r"(?![\w-])" for b in _trie_branches(sorted(folded), True)]
+    starts = _trie_branches(_minimal_prefixes(folded | bounded_prefixes()), True)
+    word = re.compile(r"\W(?:" + "|".join(starts) + ")")
+    return (re.compile("|".join(free), re.MULTILINE), word, re.compile("(?:" + "|".join(_bounded_branches()) + ")"),
             re.compile("(?:" + "|".join(folded_lower) + ")"))
 
 
@@ -154,15 +162,13 @@ def word_match(padded: str, lowered: str, pos: int) -> re.Match | None:
     """The alternation's leftmost word-led match starting at or after `pos` (pos >= 1).
 
     WORD_RE's match opens with the non-word character before the word, so the search starts one
-    earlier; a `_verify` prefix is checked on the text (bounded patterns and exact keywords win),
-    then as a folded keyword; if neither holds, the search goes on after that word start.
+    earlier. At each word start it finds, the bounded patterns and exact keywords are checked on
+    the text first (they win a tie, as in the alternation; each needs one of the prefixes, so it
+    never matches where none is), then the folded keywords; if neither holds, the search goes on.
     """
     while (lead := WORD_RE.search(lowered, pos - 1)) is not None:
         start = lead.start() + 1
-        if lead.lastgroup == "_verify":
-            match = BOUNDED_AT_RE.match(padded, start) or FOLDED_AT_RE.match(lowered, start)
-        else:
-            match = FOLDED_AT_RE.match(lowered, start)
+        match = BOUNDED_AT_RE.match(padded, start) or FOLDED_AT_RE.match(lowered, start)
         if match is not None:
             return match
         pos = start + 1
