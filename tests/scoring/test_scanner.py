@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,15 +86,27 @@ def test_streams_find_exactly_what_the_combined_regex_finds(pieces: list[str]) -
     assert _streams(padded) == _reference(padded)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES | st.sampled_from(["\u00a0", "\u2014", "\t", "et\u00a0al", "et \t al", "\u00e9news"]),
+                min_size=1, max_size=30))
+def test_streams_with_numpy_word_starts_find_what_the_combined_regex_finds(pieces: list[str]) -> None:
+    """Short texts take WORD_RE; here every text takes word_starts.candidates, as long ones do."""
+    padded = "\n" + "".join(pieces)
+    with mock.patch.object(scanner, "VECTORIZED_FROM", 0):
+        assert _streams(padded) == _reference(padded)
+
+
 def test_texts_that_lowercase_unsafely_take_the_combined_regex() -> None:
     for text in ("\nİ news of the WHO", "\n\u212aelvin's news"):
         assert _streams(text) == _reference(text)
 
 
 @pytest.mark.shared
-def test_streams_equal_the_combined_regex_on_the_real_corpora(shared_dir) -> None:
+@pytest.mark.parametrize("vectorized_from", [0, scanner.VECTORIZED_FROM, 10**9], ids=["numpy", "by length", "regex"])
+def test_streams_equal_the_combined_regex_on_the_real_corpora(shared_dir, monkeypatch, vectorized_from: int) -> None:
     from yourai.notebook.scoring_tables import load_corpora
 
+    monkeypatch.setattr(scanner, "VECTORIZED_FROM", vectorized_from)
     for records in load_corpora(shared_dir / "data" / "corpora").values():
         for record in records[::5]:
             padded = "\n" + record["text"]

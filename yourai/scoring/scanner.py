@@ -8,7 +8,8 @@ faster streams (see `build_scan_regexes`), which is what `score.scan` walks.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
 
 try:  # the regex parser behind `re`: public as sre_parse until 3.11, re._parser since
     from re import _constants as _sre, _parser as _sre_parse
@@ -16,6 +17,7 @@ except ImportError:  # Python 3.10
     import sre_constants as _sre  # type: ignore[no-redef]
     import sre_parse as _sre_parse  # type: ignore[no-redef]
 
+from yourai.scoring import word_starts
 from yourai.scoring.patterns import ALL_KEYWORDS, STRUCTURED_PATTERNS
 
 
@@ -121,6 +123,12 @@ def _minimal_prefixes(phrases: set[str]) -> list[str]:
     return sorted(p for p in phrases if not any(q != p and p.startswith(q) for q in phrases))
 
 
+def word_start_phrases() -> tuple[str, ...]:
+    """The shortest lower-case starts a word-led match needs: folded keywords and the bounded prefixes."""
+    folded = {kw.phrase for kw in ALL_KEYWORDS if not kw.case_sensitive}
+    return tuple(_minimal_prefixes(folded | bounded_prefixes()))
+
+
 def build_scan_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
     """(free, word, bounded-at, folded-at): the regexes `combined_matches` walks instead of the alternation.
 
@@ -138,12 +146,13 @@ def build_scan_regexes() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[s
     each of ~4.9 M non-word characters (~0.25 s of the 22 MB's scan, with nothing to match), and
     the word regex's cost beyond that was its alternatives — the prefix group and the trie with
     its optional endings and look-aheads, 0.45 s more. The one trie of minimal starts costs 0.22 s
-    beyond the entries and finds ~47,000 word starts, of which ~43,000 hold a match.
+    beyond the entries and finds ~47,000 word starts, of which ~43,000 hold a match. Texts of
+    `VECTORIZED_FROM` characters or more get their word starts from numpy instead (word_starts.py).
     """
     free, _, _, _ = _regex_parts()
     folded = {kw.phrase for kw in ALL_KEYWORDS if not kw.case_sensitive}
     folded_lower = [b + r"(?![\w-])" for b in _trie_branches(sorted(folded), True)]
-    starts = _trie_branches(_minimal_prefixes(folded | bounded_prefixes()), True)
+    starts = _trie_branches(list(word_start_phrases()), True)
     word = re.compile(r"\W(?:" + "|".join(starts) + ")")
     return (re.compile("|".join(free), re.MULTILINE), word, re.compile("(?:" + "|".join(_bounded_branches()) + ")"),
             re.compile("(?:" + "|".join(folded_lower) + ")"))
@@ -156,29 +165,56 @@ UNSAFE_TO_LOWER = ("\u0130", "\u212a")
 
 COMBINED_RE = build_combined_regex()
 FREE_RE, WORD_RE, BOUNDED_AT_RE, FOLDED_AT_RE = build_scan_regexes()
+WORD_STARTS = word_start_phrases()
+# From this length on the word starts come from word_starts.candidates (numpy) instead of WORD_RE:
+# measured per call on a ../shared text, 1,024 characters took 16.6 µs vs 14.7, 4,096 took 40 vs 74.
+VECTORIZED_FROM = 1024
 
 
 def word_match(padded: str, lowered: str, pos: int) -> re.Match | None:
     """The alternation's leftmost word-led match starting at or after `pos` (pos >= 1).
 
     WORD_RE's match opens with the non-word character before the word, so the search starts one
-    earlier. At each word start it finds, the bounded patterns and exact keywords are checked on
-    the text first (they win a tie, as in the alternation; each needs one of the prefixes, so it
-    never matches where none is), then the folded keywords; if neither holds, the search goes on.
+    earlier; each word start it finds goes to `match_at`; if nothing holds there, the search goes on.
     """
     while (lead := WORD_RE.search(lowered, pos - 1)) is not None:
         start = lead.start() + 1
-        match = BOUNDED_AT_RE.match(padded, start) or FOLDED_AT_RE.match(lowered, start)
-        if match is not None:
+        if (match := match_at(padded, lowered, start)) is not None:
             return match
         pos = start + 1
     return None
 
 
+def listed_word_match(padded: str, lowered: str, starts: list[int], pos: int) -> re.Match | None:
+    """As `word_match`, with the word starts listed in advance (word_starts.candidates, sorted)."""
+    for i in range(bisect_left(starts, pos), len(starts)):
+        if (match := match_at(padded, lowered, starts[i])) is not None:
+            return match
+    return None
+
+
+def match_at(padded: str, lowered: str, start: int) -> re.Match | None:
+    """The alternation's word-led match at a word start, if any.
+
+    The bounded patterns and exact keywords are checked on the text first (they win a tie, as in
+    the alternation; each needs one of the prefixes, so it never matches where none is), then the
+    folded keywords on the lower case.
+    """
+    return BOUNDED_AT_RE.match(padded, start) or FOLDED_AT_RE.match(lowered, start)
+
+
+def _word_stream(padded: str, lowered: str) -> Callable[[int], re.Match | None]:
+    """`pos -> next word-led match`: from numpy's word starts on long texts, from WORD_RE on short ones."""
+    if len(lowered) >= VECTORIZED_FROM:
+        starts = word_starts.candidates(lowered, WORD_STARTS)
+        return lambda pos: listed_word_match(padded, lowered, starts, pos)
+    return lambda pos: word_match(padded, lowered, pos)
+
+
 def combined_matches(padded: str) -> Iterator[re.Match]:
     """COMBINED_RE.finditer(padded), computed faster: the leftmost match of two streams, then past its end.
 
-    Free patterns on the text, word-led ones through `word_match` (the text and its lower case);
+    Free patterns on the text, word-led ones through `_word_stream` (the text and its lower case);
     a free pattern starts on a non-word character and a word-led one on a word character, so they
     never start at the same place. `padded` starts with a newline (scan's padding).
     """
@@ -186,7 +222,8 @@ def combined_matches(padded: str) -> Iterator[re.Match]:
     if len(lowered) != len(padded) or any(ch in padded for ch in UNSAFE_TO_LOWER):
         yield from COMBINED_RE.finditer(padded)
         return
-    free, word = FREE_RE.search(padded), word_match(padded, lowered, 1)
+    next_word = _word_stream(padded, lowered)
+    free, word = FREE_RE.search(padded), next_word(1)
     while free is not None or word is not None:
         best = free if word is None or (free is not None and free.start() < word.start()) else word
         yield best
@@ -194,4 +231,4 @@ def combined_matches(padded: str) -> Iterator[re.Match]:
         if free is not None and free.start() < end:
             free = FREE_RE.search(padded, end)
         if word is not None and word.start() < end:
-            word = word_match(padded, lowered, end)
+            word = next_word(end)

@@ -90,9 +90,8 @@ def _validate_text(text: Any) -> str:
 # ---------------------------------------------------------------- the single pass
 
 
-@dataclass
-class _Hit:
-    """A raw match before contributions are known."""
+class _Hit(NamedTuple):
+    """A raw match before contributions are known (a NamedTuple, as Evidence: tens of thousands per corpus)."""
 
     pattern: str
     family: str
@@ -156,10 +155,16 @@ def scan(text: str, field_name: str = "text") -> list[_Hit]:
 
 def _metadata_hits(meta: Metadata) -> list[_Hit]:
     """Institutional markers in metadata strings (anchor: source/url/publisher)."""
-    hits = []
+    hits: list[_Hit] = []
     for key, value in meta.institution_text:
-        hits += [h for h in scan(value, key) if h.family == "institution"]
+        hits += _institution_hits(value, key)
     return hits
+
+
+@lru_cache(maxsize=4096)
+def _institution_hits(value: str, key: str) -> tuple[_Hit, ...]:
+    """One metadata string's institutional hits; cached, since a corpus repeats its few `source` values."""
+    return tuple(h for h in scan(value, key) if h.family == "institution")
 
 
 def _text_year(text: str) -> int | None:
