@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,3 +56,13 @@ def test_candidates_hold_every_regex_start_and_only_word_starts(pieces: list[str
     assert set(_regex_starts(text)) <= set(found)
     assert all(re.match(r"\W", lowered[p - 1]) and re.match(r"\w", lowered[p]) for p in found)
     assert found == sorted(found)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_WORDS, min_size=1, max_size=40), st.integers(1, 9))
+def test_blocks_find_what_one_pass_finds(pieces: list[str], block: int) -> None:
+    """Long texts go in blocks; a start across a block's end (or its look-ahead) is found all the same."""
+    text = "".join(pieces)
+    whole = _candidates(text)
+    with mock.patch.object(word_starts, "BLOCK_CHARS", block):
+        assert _candidates(text) == whole

@@ -23,6 +23,7 @@ from functools import cache
 import numpy as np
 
 KEY_CHARS = 4  # how many characters of a start the table checks
+BLOCK_CHARS = 1 << 20  # characters per numpy pass (arrays of ~16 bytes per character)
 
 
 class _Tables:
@@ -68,18 +69,27 @@ def candidates(lowered: str, starts: tuple[str, ...]) -> list[int]:
     """Positions p >= 1 where lowered[p - 1] is not a word character and lowered[p:] may begin one of `starts`.
 
     `lowered` is a lower-cased text (ASCII letters lower case); a position is kept unless its
-    four characters cannot begin any start, so no match the scanner would find is lost.
+    four characters cannot begin any start, so no match the scanner would find is lost. Long
+    texts go in blocks of `BLOCK_CHARS`, so the arrays stay ~16 MB whatever a document's size.
     """
-    tables, n = _tables(starts), len(lowered)
-    if lowered.isascii():
-        codes = np.frombuffer(lowered.encode("ascii"), np.uint8)
-    else:
-        # one code unit per character, as str indexes them (a lone surrogate from JSON included)
-        codes = np.minimum(np.frombuffer(lowered.encode("utf-32-le", "surrogatepass"), np.uint32), 128)
-    symbols = np.zeros(n + KEY_CHARS, np.uint16)
-    symbols[:n] = tables.symbol[codes]
-    pairs = symbols[:-1] * tables.symbols + symbols[1:]  # pairs[i]: characters i and i + 1
-    keys = pairs[1:n].astype(np.int32) * tables.symbols ** 2 + pairs[3 : n + 2]  # characters p .. p + 3
-    found = (np.flatnonzero(tables.is_start[keys] & tables.non_word[codes[: n - 1]]) + 1).tolist()
+    tables, found = _tables(starts), []
+    for first in range(1, len(lowered), BLOCK_CHARS):
+        last = min(first + BLOCK_CHARS, len(lowered))
+        block = _block(lowered[first - 1 : last + KEY_CHARS - 1], last - first, tables)
+        found += (block + (first - 1)).tolist()
     # a non-ASCII character before a candidate was only "maybe not a word character": ask exactly (rare)
     return [p for p in found if lowered[p - 1].isascii() or not lowered[p - 1].isalnum()]
+
+
+def _block(segment: str, count: int, tables: _Tables) -> np.ndarray:
+    """Candidates 1..count of `segment`, whose character 0 is the one before the first of them."""
+    if segment.isascii():
+        codes = np.frombuffer(segment.encode("ascii"), np.uint8)
+    else:
+        # one code unit per character, as str indexes them (a lone surrogate from JSON included)
+        codes = np.minimum(np.frombuffer(segment.encode("utf-32-le", "surrogatepass"), np.uint32), 128)
+    symbols = np.zeros(len(segment) + KEY_CHARS, np.uint16)
+    symbols[: len(segment)] = tables.symbol[codes]
+    pairs = symbols[:-1] * tables.symbols + symbols[1:]  # pairs[i]: characters i and i + 1
+    keys = pairs[1 : count + 1].astype(np.int32) * tables.symbols ** 2 + pairs[3 : count + 3]  # characters j .. j + 3
+    return np.flatnonzero(tables.is_start[keys] & tables.non_word[codes[:count]]) + 1
