@@ -10,7 +10,10 @@ floor. Tokens are counted as mlx-lm counts them (every real token of every seque
 counts) over the steady-state steps only (compilation excluded).
 
 Achieved FLOP/s uses the LoRA estimate 4 x N per token (forward 2N, input gradients 2N; N = every
-matmul weight incl. the output head; attention scores ignored), against an fp32 1024² matmul
+matmul weight incl. the output head) plus the attention's products over a causal window of --seq
+positions (scores and values forward, their four input-gradient products: 6 x layers x heads x
+head width x (seq + 1) per token, half of PaLM's 12·L·H·Q·T, which counts the masked half too; a
+backward's recomputed scores are not counted), against an fp32 1024² matmul
 ceiling measured in this run: the best of one measurement before each arm and one after the last, since
 a moment when another job shares the cores must not lower the roofline. Targets: >= 1.25x mlx-lm
 tokens/s, <= 0.7x its peak RSS, >= 50 % of the ceiling. The quantized base is timed too (few steps,
@@ -105,8 +108,9 @@ def resolve(name: str) -> str:
     return str(loader.ensure_default_model()) if name in ("default", "") else name
 
 
-def float_base(source: str, out: Path) -> tuple[str, bool, int]:
-    """(float32 base both trainers load, whether the source was quantized, matmul weights per token)."""
+def float_base(source: str, out: Path) -> tuple[str, bool, int, int]:
+    """(float32 base both trainers load, whether the source was quantized, matmul weights per token,
+    layers x query heads x head width: the attention's width summed over layers)."""
     from mlx.utils import tree_flatten
     from mlx_lm import load
     from mlx_lm.utils import save_config, save_model
@@ -126,7 +130,18 @@ def float_base(source: str, out: Path) -> tuple[str, bool, int]:
     weights = dict(tree_flatten(model.parameters()))
     matmul = sum(v.size for k, v in weights.items() if k.endswith(".weight") and v.ndim == 2 and "embed" not in k)
     tied = "lm_head.weight" not in weights
-    return path, quantized, matmul + (model.model.embed_tokens.weight.size if tied else 0)
+    heads = config["num_attention_heads"]
+    attention = config["num_hidden_layers"] * heads * config.get("head_dim", config["hidden_size"] // heads)
+    return path, quantized, matmul + (model.model.embed_tokens.weight.size if tied else 0), attention
+
+
+def flops_per_token(matmul_weights: int, attention_width: int, seq: int) -> tuple[float, float]:
+    """(the LoRA estimate 4N, the causal attention's products) per token: see the module docstring.
+
+    A position i of a causal window attends to i + 1 keys, (seq + 1) / 2 on average; each of the six
+    products (Q Kᵀ and P V forward; dP, dV, dQ, dK backward) costs 2 x width FLOPs per key.
+    """
+    return 4.0 * matmul_weights, 6.0 * 2 * attention_width * (seq + 1) / 2
 
 
 def text_dataset(out: Path) -> Path:
@@ -170,13 +185,15 @@ def matmul_ceiling_flops(size: int = 1024, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def report(results: dict[str, list[dict]], flops_per_token: float, ceilings: list[float]) -> None:
+def report(results: dict[str, list[dict]], flops: tuple[float, float], ceilings: list[float]) -> None:
     medians = {arm: {k: statistics.median(r[k] for r in rows) for k in ("tokens_per_s", "peak_rss_mb")}
                for arm, rows in results.items() if rows}
     peer, ours = medians["mlx_lm.lora"], medians["yourai plain"]
     ceiling = max(ceilings)  # the roofline is the best the machine did: a busy moment must not lower it
+    flops_per_token = sum(flops)
     print(f"\nmatmul ceiling {ceiling / 1e9:.1f} GFLOP/s (fp32 1024², best of {len(ceilings)} measured before each arm: "
-          f"{min(ceilings) / 1e9:.1f}–{ceiling / 1e9:.1f}); LoRA estimate {flops_per_token / 1e6:.0f} MFLOP/token")
+          f"{min(ceilings) / 1e9:.1f}–{ceiling / 1e9:.1f}); {flops_per_token / 1e6:.0f} MFLOP/token (LoRA estimate 4N "
+          f"{flops[0] / 1e6:.0f}, causal attention products {flops[1] / 1e6:.0f})")
     for arm, m in medians.items():
         achieved = m["tokens_per_s"] * flops_per_token
         rates = [r["tokens_per_s"] for r in results[arm]]
@@ -188,7 +205,8 @@ def report(results: dict[str, list[dict]], flops_per_token: float, ceilings: lis
         print(f"yourai padding: {statistics.median(pads):.1%} of computed positions (tokens/s counts real tokens only)")
     print(f"\ntargets: speed >= {TARGET_SPEED:.2f}x -> {ours['tokens_per_s'] / peer['tokens_per_s']:.2f}x; "
           f"RSS <= {TARGET_RSS:.2f}x -> {ours['peak_rss_mb'] / peer['peak_rss_mb']:.2f}x; ceiling >= {TARGET_CEILING:.0%} "
-          f"-> {ours['tokens_per_s'] * flops_per_token / ceiling:.1%}")
+          f"-> {ours['tokens_per_s'] * flops_per_token / ceiling:.1%} ({ours['tokens_per_s'] * flops[0] / ceiling:.1%} "
+          "counting 4N only)")
     twin = medians["yourai plain A/A"]
     print(f"A/A (identical yourai arms): {twin['tokens_per_s'] / ours['tokens_per_s']:.2f}x tokens/s, "
           f"{twin['peak_rss_mb'] / ours['peak_rss_mb']:.2f}x RSS")
@@ -232,7 +250,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source = resolve(args.model)
-        base, was_quantized, matmul_weights = float_base(source, tmp)
+        base, was_quantized, matmul_weights, attention_width = float_base(source, tmp)
         data = text_dataset(tmp)
         common = {"model": base, "data": str(data), "steps": args.steps, "batch": args.batch, "seq": args.seq,
                   "skip": args.skip}
@@ -259,7 +277,7 @@ def main() -> None:
                 results[arm].append(row)
                 print(f"  repeat {repeat} {arm:18s} {row['tokens_per_s']:8.1f} tokens/s  peak RSS {row['peak_rss_mb']:6.0f} MB",
                       flush=True)
-        report(results, 4 * matmul_weights, ceilings + [matmul_ceiling_flops()])
+        report(results, flops_per_token(matmul_weights, attention_width, args.seq), ceilings + [matmul_ceiling_flops()])
         if was_quantized:
             quantized_arm(source, common, args, tmp)
         else:
