@@ -77,6 +77,8 @@ def candidates(lowered: str, starts: tuple[str, ...]) -> list[int]:
         last = min(first + BLOCK_CHARS, len(lowered))
         block = _block(lowered[first - 1 : last + KEY_CHARS - 1], last - first, tables)
         found += (block + (first - 1)).tolist()
+    if lowered.isascii():
+        return found
     # a non-ASCII character before a candidate was only "maybe not a word character": ask exactly (rare)
     return [p for p in found if lowered[p - 1].isascii() or not lowered[p - 1].isalnum()]
 
